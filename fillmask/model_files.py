@@ -1,0 +1,94 @@
+"""The exported model directory: its manifest, its files, and their checksums."""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelFilesError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+EXPORT_HINT = "create it with: python export_onnx.py --output {dir} [--int8]"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Paths and metadata of one exported model at one precision."""
+
+    directory: Path
+    precision: str
+    manifest: dict
+
+    @property
+    def onnx_path(self):
+        return self.directory / PRECISION_FILES[self.precision]
+
+    @property
+    def tokenizer_path(self):
+        return self.directory / "tokenizer.json"
+
+    @property
+    def name(self):
+        return self.manifest.get("model_name") or self.directory.name
+
+
+def sha256_of(path, chunk=1 << 20):
+    """Hex sha256 of a file, read in chunks so a 400 MB model costs no memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_model_dir(directory, precision="fp32", verify="size"):
+    """Check a model directory and return its ``ModelFiles``.
+
+    ``verify``: "sha256" hashes every file against the manifest (slow for fp32, ~1 s on a PC,
+    several on a Pi: done once by the Gunicorn master), "size" compares sizes only (each worker),
+    "none" skips the comparison.
+    """
+    directory = Path(directory)
+    hint = EXPORT_HINT.format(dir=directory)
+    if precision not in PRECISION_FILES:
+        raise ModelFilesError(f"MODEL_PRECISION must be one of {sorted(PRECISION_FILES)}, "
+                              f"not {precision!r}")
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelFilesError(f"no exported model at {directory} (missing {MANIFEST}); {hint}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFilesError(f"{manifest_path} is unreadable ({exc}); {hint}") from None
+    files = ModelFiles(directory, precision, manifest)
+    for path in (files.onnx_path, files.tokenizer_path):
+        if not path.is_file():
+            extra = " --int8" if precision == "int8" else ""
+            raise ModelFilesError(f"missing {path}; create it with: python export_onnx.py "
+                                  f"--output {directory}{extra}")
+        _verify(path, manifest.get("files", {}).get(path.name), verify, hint)
+    return files
+
+
+def _verify(path, expected, mode, hint):
+    """Compare one file with its manifest entry."""
+    if mode == "none":
+        return
+    if not expected:
+        raise ModelFilesError(f"{path.name} is not listed in the manifest; {hint}")
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise ModelFilesError(f"{path} has {size} bytes, the manifest says {expected['bytes']}: "
+                              f"the file is damaged or was replaced; {hint}")
+    if mode == "sha256" and sha256_of(path) != expected["sha256"]:
+        raise ModelFilesError(f"{path} does not match its sha256 in the manifest: the file is "
+                              f"damaged or was replaced; {hint}")
+
+
+def file_entry(path):
+    """Manifest entry of one file: sha256 and size."""
+    return {"sha256": sha256_of(path), "bytes": Path(path).stat().st_size}

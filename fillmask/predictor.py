@@ -1,0 +1,156 @@
+"""The predictor: one ONNX session, the tokenizer, and top-k over the masked rows.
+
+Knows nothing of HTTP. Everything that can be computed once (id→word table, the excluded-token
+bias, session options) is computed at load; per request there is tokenisation, one
+``session.run`` and a top-k per mask.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .errors import FillMaskError
+from .model_files import open_model_dir
+from .text import TextPreparer
+
+logger = logging.getLogger(__name__)
+
+UNUSED = re.compile(r"^\[unused\d+\]$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One filling of one mask."""
+
+    word: str
+    token_id: int
+    score: float          # probability 0..1 over the whole vocabulary
+    sequence: str         # the original text with this mask filled, other masks kept
+
+
+def create_session(path, threads=1):
+    """An ``InferenceSession`` on the CPU with explicit, measured options.
+
+    Sequential execution with ``threads`` intra-op threads: the parallel executor measured 2x
+    slower for BERT's chain of ops, and inter-op threads would only compete with intra-op ones.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if "CPUExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"CPUExecutionProvider unavailable: {session.get_providers()}")
+    return session
+
+
+def excluded_ids(words):
+    """Bool array: ids never offered as candidates (special, [unusedN], ## pieces)."""
+    excluded = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words):
+        if (word.startswith("[") and word.endswith("]")) or UNUSED.match(word) \
+                or word.startswith("##") or not word.strip():
+            excluded[i] = True
+    return excluded
+
+
+class Predictor:
+    """Fill-mask inference for one exported model at one precision."""
+
+    def __init__(self, model_dir, *, precision="fp32", max_length=64, threads=1, max_masks=16,
+                 verify="size"):
+        files = open_model_dir(model_dir, precision, verify=verify)
+        manifest = files.manifest
+        self.name = files.name
+        self.precision = precision
+        limit = int(manifest.get("max_length", 512))
+        if not 3 <= max_length <= limit:
+            raise FillMaskError(f"MAX_LENGTH must be 3..{limit} for this model", code="config")
+        self.max_length = max_length
+        self.session = create_session(files.onnx_path, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        tokenizer = Tokenizer.from_file(str(files.tokenizer_path))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        special = manifest["special_tokens"]
+        self.mask_id = special["mask"]
+        self.pad_id = special.get("pad", 0)
+        self.preparer = TextPreparer(tokenizer, mask_token_id=self.mask_id,
+                                     cls_token_id=special["cls"], sep_token_id=special["sep"],
+                                     max_length=max_length, max_masks=max_masks)
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        self.words = [""] * max(len(vocab), manifest.get("vocab_size", 0))
+        for word, index in vocab.items():
+            self.words[index] = word
+        self.word_ids = {w: i for i, w in enumerate(self.words) if w}
+        self.excluded = excluded_ids(self.words)
+        # Added to a log-prob row, this removes excluded ids from any top-k in one vector op.
+        self.exclusion_bias = np.where(self.excluded, -np.inf, 0.0).astype(np.float32)
+        self.infer = self.log_probs   # replaced by a micro-batcher's submit when batching is on
+
+    # -- stage 1: text -> windows -------------------------------------------------------------
+    def prepare(self, text, field="text"):
+        """Validate and tokenise one text (see ``TextPreparer.prepare``)."""
+        return self.preparer.prepare(text, field=field)
+
+    def target_ids(self, targets):
+        """Map ``targets`` (single-token strings) to ids, or raise a 400 naming the bad one."""
+        ids = []
+        for target in targets:
+            key = target.strip().lower() if isinstance(target, str) else None
+            index = self.word_ids.get(key) if key else None
+            if index is None or self.excluded[index]:
+                raise FillMaskError(f"target {target!r} is not a single token of the model's "
+                                    "vocabulary; targets must be single characters or words "
+                                    "from vocab.txt", code="invalid_target")
+            if index not in ids:
+                ids.append(index)
+        return ids
+
+    # -- stage 2: the hot path ----------------------------------------------------------------
+    def log_probs(self, prepared):
+        """One padded ``session.run`` for a list of ``Prepared``; one [masks, vocab] per text."""
+        longest = max(len(p.input_ids) for p in prepared)
+        input_ids = np.full((len(prepared), longest), self.pad_id, dtype=np.int64)
+        attention = np.zeros((len(prepared), longest), dtype=np.int64)
+        for row, item in enumerate(prepared):
+            input_ids[row, :len(item.input_ids)] = item.input_ids
+            attention[row, :len(item.input_ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention}
+        (rows,) = self.session.run(None, {k: feeds[k] for k in self.input_names})
+        out, start = [], 0
+        for item in prepared:
+            out.append(rows[start:start + item.num_masks])
+            start += item.num_masks
+        return out
+
+    # -- stage 3: rows -> candidates ----------------------------------------------------------
+    def candidates(self, item, rows, top_k=5, target_ids=None):
+        """Top-k ``Candidate`` lists, one per mask of ``item``, best first."""
+        result = []
+        for index, row in enumerate(rows):
+            if target_ids:
+                ids = np.asarray(target_ids)
+                order = ids[np.argsort(-row[ids], kind="stable")][:top_k]
+            else:
+                scored = row + self.exclusion_bias
+                top = np.argpartition(-scored, top_k - 1)[:top_k]
+                order = top[np.argsort(-scored[top], kind="stable")]
+            result.append([
+                Candidate(word=self.words[i], token_id=int(i), score=float(np.exp(row[i])),
+                          sequence=item.fill_one(index, self.words[i]))
+                for i in order])
+        return result
+
+    def predict(self, texts, top_k=5, targets=None):
+        """Fill every mask of every text: a list (per text) of lists (per mask) of candidates."""
+        prepared = [self.prepare(t, "texts" if len(texts) > 1 else "text") for t in texts]
+        target_ids = self.target_ids(targets) if targets else None
+        rows = self.infer(prepared)
+        return [self.candidates(p, r, top_k, target_ids) for p, r in zip(prepared, rows)]

@@ -1,0 +1,120 @@
+"""Text preparation: mask spellings, tokenisation with offsets, and the window the model sees.
+
+Pure Python + ``tokenizers``: what the predictor feeds to ``session.run`` is decided here, and
+every later step (sequence rebuilding, joint decoding) refers back to the original text through
+the character spans kept in ``Prepared``.
+"""
+
+import re
+from dataclasses import dataclass
+
+from .errors import FillMaskError
+
+MASK = "[MASK]"
+# [MASK], [mask], full-width ［MASK］ from Chinese input methods, and mixtures of the two.
+MASK_PATTERN = re.compile(r"[\[［]\s*mask\s*[\]］]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One text ready for the model: ids for its window and where each mask came from."""
+
+    text: str                      # the user's original text
+    spans: tuple                   # (start, end) of each mask in ``text``, in order
+    input_ids: tuple               # [CLS] window [SEP]
+    mask_positions: tuple          # index of each mask in ``input_ids``
+
+    @property
+    def num_masks(self):
+        return len(self.spans)
+
+    def fill(self, fillers):
+        """Return the original text with mask i replaced by ``fillers[i]`` (None keeps it)."""
+        out, last = [], 0
+        for (start, end), word in zip(self.spans, fillers):
+            out.append(self.text[last:start])
+            out.append(self.text[start:end] if word is None else word)
+            last = end
+        out.append(self.text[last:])
+        return "".join(out)
+
+    def fill_one(self, index, word):
+        """The original text with only mask ``index`` replaced by ``word``."""
+        start, end = self.spans[index]
+        return self.text[:start] + word + self.text[end:]
+
+
+def find_masks(text):
+    """Return the (start, end) spans of every mask spelling in ``text``."""
+    return [m.span() for m in MASK_PATTERN.finditer(text)]
+
+
+class TextPreparer:
+    """Tokenise texts into model windows; holds the tokenizer and the limits."""
+
+    def __init__(self, tokenizer, *, mask_token_id, cls_token_id, sep_token_id,
+                 max_length=64, max_masks=16):
+        self.tokenizer = tokenizer
+        self.mask_id = mask_token_id
+        self.cls_id = cls_token_id
+        self.sep_id = sep_token_id
+        self.max_length = max_length
+        self.max_masks = max_masks
+
+    def prepare(self, text, *, field="text"):
+        """Validate one text and return its ``Prepared`` window."""
+        if not isinstance(text, str):
+            raise FillMaskError(f"{field} must be a string", code="invalid_type")
+        if not text.strip():
+            raise FillMaskError(f"{field} must not be empty; write a sentence containing [MASK]",
+                                code="empty_text")
+        spans = find_masks(text)
+        if not spans:
+            raise FillMaskError(f"{field} must contain [MASK] (also accepted: [mask], ［MASK］)",
+                                code="no_mask")
+        if len(spans) > self.max_masks:
+            raise FillMaskError(f"{field} has {len(spans)} masks; at most {self.max_masks} "
+                                "are accepted", code="too_many_masks")
+        # Canonical spelling so the tokenizer's added-token matcher sees exactly "[MASK]";
+        # surrogates (invalid in UTF-8) become U+FFFD so the Rust tokenizer accepts the text.
+        pieces, last = [], 0
+        for start, end in spans:
+            pieces.append(_clean(text[last:start]))
+            pieces.append(MASK)
+            last = end
+        pieces.append(_clean(text[last:]))
+        ids = self.tokenizer.encode("".join(pieces), add_special_tokens=False).ids
+        positions = [i for i, tok in enumerate(ids) if tok == self.mask_id]
+        if len(positions) != len(spans):
+            # A mask spelling glued into something the tokenizer read differently.
+            raise FillMaskError(f"{field}: could not locate every [MASK]; put each mask "
+                                "between characters or spaces", code="invalid_mask")
+        window_start, window_end = self._window(len(ids), positions[0], positions[-1], field)
+        window = [self.cls_id] + ids[window_start:window_end] + [self.sep_id]
+        mask_positions = tuple(p - window_start + 1 for p in positions)
+        return Prepared(text=text, spans=tuple(spans), input_ids=tuple(window),
+                        mask_positions=mask_positions)
+
+    def _window(self, length, first, last, field):
+        """Choose [start, end) of at most max_length-2 tokens holding every mask, centred."""
+        room = self.max_length - 2
+        if length <= room:
+            return 0, length
+        needed = last - first + 1
+        if needed > room:
+            raise FillMaskError(
+                f"{field}: the masks span {needed} tokens, more than fit in one window of "
+                f"{room} tokens (max_length {self.max_length}); put the masks closer together "
+                "or split the text", code="masks_too_far_apart")
+        # Give the masks as much context on both sides as the window allows.
+        start = max(0, first - (room - needed) // 2)
+        start = min(start, length - room)
+        return start, start + room
+
+
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _clean(segment):
+    """Replace lone surrogates, which cannot be encoded as UTF-8, with U+FFFD."""
+    return SURROGATES.sub("\ufffd", segment)

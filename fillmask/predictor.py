@@ -148,9 +148,14 @@ class Predictor:
                 for i in order])
         return result
 
-    def predict(self, texts, top_k=5, targets=None):
-        """Fill every mask of every text: a list (per text) of lists (per mask) of candidates."""
-        prepared = [self.prepare(t, "texts" if len(texts) > 1 else "text") for t in texts]
+    def predict(self, texts, top_k=5, targets=None, fields=None):
+        """Fill every mask of every text: a list (per text) of lists (per mask) of candidates.
+
+        ``fields`` names each text in error messages (default "text" / "texts[i]").
+        """
+        if fields is None:
+            fields = ["text"] if len(texts) == 1 else [f"texts[{i}]" for i in range(len(texts))]
+        prepared = [self.prepare(t, f) for t, f in zip(texts, fields)]
         target_ids = self.target_ids(targets) if targets else None
         rows = self.infer(prepared)
         return [self.candidates(p, r, top_k, target_ids) for p, r in zip(prepared, rows)]

@@ -1,0 +1,101 @@
+"""The fill-mask web service: ``gunicorn app:app`` (see gunicorn.conf.py) or ``create_app()``.
+
+The model is loaded inside ``create_app``, which Gunicorn calls in each worker after the fork
+(``app`` below is created on first access, not at import), so every worker owns its own
+onnxruntime session and is ready before it accepts its first request.
+"""
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from fillmask import api, page
+from fillmask.batcher import MicroBatcher
+from fillmask.cache import LRUCache
+from fillmask.config import Config
+from fillmask.errors import FillMaskError, ModelFilesError
+
+logger = logging.getLogger("fillmask")
+
+
+def create_app(config=None):
+    """Build the Flask app. ``config``: a ``Config``, a dict of overrides, or None (environment)."""
+    if config is None:
+        config = Config.from_env()
+    elif isinstance(config, dict):
+        config = Config.from_env(**config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.ensure_ascii = False     # real Chinese characters in responses, not \uXXXX
+    app.json.sort_keys = False        # keep the documented field order
+    app.extensions["fillmask"] = api.Runtime(config=config, cache=LRUCache(config.cache_size))
+    load_predictor(app.extensions["fillmask"])
+    app.register_blueprint(api.bp)
+    app.register_blueprint(page.bp)
+    register_error_handlers(app)
+    return app
+
+
+def load_predictor(rt):
+    """Create the worker's predictor; keep the reason when it cannot (503s until fixed)."""
+    from fillmask.predictor import Predictor
+
+    cfg = rt.config
+    try:
+        predictor = Predictor(cfg.model_dir, precision=cfg.model_precision,
+                              max_length=cfg.max_length, threads=cfg.ort_threads,
+                              max_masks=cfg.max_masks, verify=cfg.model_verify)
+    except (ModelFilesError, FillMaskError) as exc:
+        rt.error = str(exc)
+        logger.error("model not loaded: %s", exc)
+        if cfg.strict:
+            raise
+        return
+    if cfg.batching:
+        predictor.infer = MicroBatcher(predictor.log_probs, cfg.batch_max,
+                                       cfg.batch_window_ms).submit
+    rt.predictor = predictor
+    logger.info("model %s (%s) loaded from %s, %d ORT thread(s), batching %s",
+                predictor.name, predictor.precision, cfg.model_dir, cfg.ort_threads,
+                "on" if cfg.batching else "off")
+
+
+def register_error_handlers(app):
+    """Every error is JSON: our own 4xx/503, Werkzeug's HTTP errors, and a generic 500."""
+
+    @app.errorhandler(FillMaskError)
+    def fill_mask_error(exc):
+        return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(InternalServerError)
+    def internal_error(exc):
+        # Details stay in the log; the client learns only that it was our fault.
+        original = getattr(exc, "original_exception", None) or exc
+        logger.error("unhandled error", exc_info=original)
+        return jsonify({"success": False, "error": "internal server error",
+                        "code": "internal_error"}), 500
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        messages = {
+            404: "no such endpoint; see GET / for the page and POST /predict for the API",
+            405: "method not allowed for this endpoint",
+            413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+        }
+        code = (exc.name or "error").lower().replace(" ", "_")
+        body = {"success": False, "error": messages.get(exc.code, exc.name), "code": code}
+        response = jsonify(body)
+        response.status_code = exc.code or 500
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+
+def __getattr__(name):
+    """``app`` for ``gunicorn app:app``, built on first access (in the worker, after fork)."""
+    if name == "app":
+        logging.basicConfig(level=logging.INFO)
+        globals()["app"] = create_app(Config.from_env(strict=True))
+        return globals()["app"]
+    raise AttributeError(name)

@@ -1,0 +1,101 @@
+"""The JSON API: /predict, /fill-mask (Hugging Face shape) and /health.
+
+Knows HTTP and the request/response shapes; the predictor does the model work.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from flask import Blueprint, current_app, jsonify, request
+
+from . import responses, schema
+from .cache import LRUCache
+from .config import Config
+from .errors import ModelNotReady
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__)
+
+
+@dataclass
+class Runtime:
+    """What one worker holds: the config, the predictor (or why it is missing), the cache."""
+
+    config: Config
+    predictor: Optional[object] = None
+    error: Optional[str] = None
+    cache: LRUCache = field(default_factory=LRUCache)
+
+    def ready(self):
+        """The predictor, or a 503 saying why there is none."""
+        if self.predictor is None:
+            raise ModelNotReady() if self.error is None else ModelNotReady(
+                "the model failed to load; see the server log", code="model_unavailable")
+        return self.predictor
+
+
+def runtime():
+    """This app's ``Runtime`` (set by ``create_app``)."""
+    return current_app.extensions["fillmask"]
+
+
+def read_json():
+    """The request body as a JSON object, or a 4xx ``FillMaskError``."""
+    return schema.parse_json(request.get_data(cache=False), request.content_type)
+
+
+def fill(rt, req, fields):
+    """Candidates for a request, from the LRU cache when the same request was just answered."""
+    predictor = rt.ready()
+    key = (req.texts, req.top_k, req.targets)
+    per_text = rt.cache.get(key)
+    if per_text is None:
+        per_text = predictor.predict(list(req.texts), req.top_k, list(req.targets) or None,
+                                     fields=fields)
+        rt.cache.put(key, per_text)
+    return per_text
+
+
+def field_names(req, name):
+    """Names of the texts for error messages: ``text`` or ``texts[i]``."""
+    if not req.batch:
+        return [name]
+    return [f"{name}[{i}]" for i in range(len(req.texts))]
+
+
+@bp.post("/predict")
+def predict():
+    """Fill every [MASK] of ``text`` (or of each of ``texts``)."""
+    rt = runtime()
+    started = time.perf_counter()
+    req = schema.parse_predict(read_json(), rt.config)
+    per_text = fill(rt, req, field_names(req, "texts" if req.batch else "text"))
+    predictor = rt.predictor
+    meta = {"model": predictor.name, "precision": predictor.precision,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
+    return jsonify(responses.predict_body(req, per_text, meta))
+
+
+@bp.post("/fill-mask")
+def fill_mask():
+    """The Hugging Face Inference API fill-mask contract."""
+    rt = runtime()
+    req = schema.parse_hf(read_json(), rt.config)
+    per_text = fill(rt, req, field_names(req, "inputs"))
+    return jsonify(responses.hf_body(req, per_text))
+
+
+@bp.get("/health")
+def health():
+    """Liveness and readiness: 200 once the model is loaded, 503 before or on failure."""
+    rt = runtime()
+    if rt.predictor is None:
+        status = "error" if rt.error else "loading"
+        return jsonify({"status": status, "pid": os.getpid()}), 503
+    p = rt.predictor
+    return jsonify({"status": "ok", "model": p.name, "precision": p.precision,
+                    "max_length": p.max_length, "pid": os.getpid()})

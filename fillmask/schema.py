@@ -1,0 +1,140 @@
+"""Request bodies: JSON parsing and field validation into plain request objects.
+
+Every refusal is a ``FillMaskError`` whose message says what was wrong and what is accepted.
+"""
+
+import json
+from dataclasses import dataclass
+
+from .errors import FillMaskError
+
+
+@dataclass(frozen=True)
+class FillRequest:
+    """A validated fill-mask request, whichever endpoint it came through."""
+
+    texts: tuple
+    batch: bool              # "texts" was given (answer with "results")
+    top_k: int = 5
+    targets: tuple = ()
+
+
+def parse_json(raw, content_type):
+    """Decode a request body that must be a JSON object."""
+    if not _is_json(content_type):
+        raise FillMaskError("send the body as JSON with the header "
+                            "'Content-Type: application/json'", code="unsupported_media_type",
+                            status=415)
+    try:
+        body = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError:
+        raise FillMaskError("the body is not valid UTF-8", code="invalid_json") from None
+    except RecursionError:
+        raise FillMaskError("the JSON body is nested too deeply", code="invalid_json") from None
+    except ValueError as exc:
+        raise FillMaskError(f"the body is not valid JSON ({_where(exc)})",
+                            code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise FillMaskError("the JSON body must be an object, e.g. "
+                            '{"text": "今天天气真[MASK]啊"}', code="invalid_body")
+    return body
+
+
+def parse_predict(body, config):
+    """Validate a ``POST /predict`` body."""
+    has_text, has_texts = "text" in body, "texts" in body
+    if has_text and has_texts:
+        raise FillMaskError("give either text or texts, not both", code="conflicting_fields")
+    if not has_text and not has_texts:
+        raise FillMaskError('missing field text: send {"text": "...[MASK]..."} or '
+                            '{"texts": [...]}', code="missing_text")
+    if has_text:
+        texts, batch = (_text(body["text"], "text"),), False
+    else:
+        texts, batch = _texts(body["texts"], config.max_texts), True
+    return FillRequest(texts=texts, batch=batch, top_k=_top_k(body.get("top_k", 5), config),
+                       targets=_targets(body.get("targets"), config))
+
+
+def parse_hf(body, config):
+    """Validate a ``POST /fill-mask`` body (Hugging Face Inference API shape)."""
+    if "inputs" not in body:
+        raise FillMaskError('missing field inputs: send {"inputs": "...[MASK]..."}',
+                            code="missing_text")
+    inputs = body["inputs"]
+    if isinstance(inputs, list):
+        texts, batch = _texts(inputs, config.max_texts, field="inputs"), True
+    else:
+        texts, batch = (_text(inputs, "inputs"),), False
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise FillMaskError("parameters must be an object", code="invalid_type")
+    return FillRequest(texts=texts, batch=batch, top_k=_top_k(params.get("top_k", 5), config),
+                       targets=_targets(params.get("targets"), config))
+
+
+def _is_json(content_type):
+    mime = (content_type or "").split(";")[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/")
+                                           and mime.endswith("+json"))
+
+
+def _where(exc):
+    return f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else "parse error"
+
+
+def _text(value, field):
+    if value is None:
+        raise FillMaskError(f"{field} must not be null; send a string containing [MASK]",
+                            code="missing_text")
+    if not isinstance(value, str):
+        raise FillMaskError(f"{field} must be a string containing [MASK], not "
+                            f"{_kind(value)}", code="invalid_type")
+    if not value.strip():
+        raise FillMaskError(f"{field} must not be empty; write a sentence containing [MASK]",
+                            code="empty_text")
+    return value
+
+
+def _texts(value, limit, field="texts"):
+    if not isinstance(value, list):
+        raise FillMaskError(f"{field} must be a list of strings, not {_kind(value)}",
+                            code="invalid_type")
+    if not value:
+        raise FillMaskError(f"{field} must hold at least one string", code="empty_batch")
+    if len(value) > limit:
+        raise FillMaskError(f"{field} holds {len(value)} texts; at most {limit} per request",
+                            code="batch_too_large")
+    return tuple(_text(item, f"{field}[{i}]") for i, item in enumerate(value))
+
+
+def _top_k(value, config):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FillMaskError(f"top_k must be an integer from 1 to {config.max_top_k}",
+                            code="invalid_top_k")
+    if not 1 <= value <= config.max_top_k:
+        raise FillMaskError(f"top_k must be from 1 to {config.max_top_k}, not {value}",
+                            code="invalid_top_k")
+    return value
+
+
+def _targets(value, config):
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise FillMaskError("targets must be a non-empty list of single-token strings, "
+                            'e.g. ["好", "坏"]', code="invalid_targets")
+    if len(value) > config.max_targets:
+        raise FillMaskError(f"targets holds {len(value)} entries; at most "
+                            f"{config.max_targets}", code="invalid_targets")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise FillMaskError("every target must be a non-empty string", code="invalid_targets")
+    return tuple(value)
+
+
+def _kind(value):
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), "a string")

@@ -1,0 +1,70 @@
+"""Gunicorn settings for the fill-mask service: ``gunicorn app:app`` reads this file.
+
+Every setting can be overridden from the environment (README, "Configuration"). No
+``preload_app``: each worker imports the app after the fork and builds its own onnxruntime
+session (sessions are not fork-safe) before it accepts its first request.
+"""
+
+import os
+import sys
+
+# The config file is read before --chdir applies: make the project importable from anywhere.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fillmask.config import default_threads
+from fillmask.model_files import open_model_dir
+from fillmask.errors import ModelFilesError
+
+# -- Server socket -----------------------------------------------------------------------------
+bind = os.environ.get("BIND", "0.0.0.0:5000")
+backlog = int(os.environ.get("BACKLOG", "64"))
+
+# -- Workers -----------------------------------------------------------------------------------
+# gthread: a few threads per worker let concurrent requests meet in the micro-batcher, and idle
+# keep-alive or slow connections do not hold a worker.
+workers = int(os.environ.get("WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("THREADS", "4"))
+preload_app = False
+# Workers × ORT threads = cores: more threads than cores only adds contention.
+os.environ.setdefault("ORT_THREADS", str(default_threads(os.environ)))
+
+# -- Timeouts ----------------------------------------------------------------------------------
+timeout = int(os.environ.get("TIMEOUT", "60"))              # a silent worker is restarted
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish
+keepalive = int(os.environ.get("KEEPALIVE", "5"))
+
+# -- Request limits (the body limit is MAX_BODY_BYTES, enforced by the app) --------------------
+limit_request_line = int(os.environ.get("LIMIT_REQUEST_LINE", "4094"))
+limit_request_fields = int(os.environ.get("LIMIT_REQUEST_FIELDS", "50"))
+limit_request_field_size = int(os.environ.get("LIMIT_REQUEST_FIELD_SIZE", "8190"))
+
+# -- Logging -----------------------------------------------------------------------------------
+loglevel = os.environ.get("LOG_LEVEL", "info")
+errorlog = "-"
+accesslog = None if os.environ.get("ACCESS_LOG", "1").lower() in ("0", "false", "off") else "-"
+# %(M)s: request duration in milliseconds.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def on_starting(server):
+    """Check the model directory once, in the master, before any worker is forked.
+
+    A missing or damaged model stops the server with one clear line instead of a loop of
+    workers failing to boot. The full sha256 check runs here, once; workers compare sizes.
+    """
+    model_dir = os.environ.get("MODEL_DIR", "models/bert-base-chinese")
+    precision = os.environ.get("MODEL_PRECISION", "fp32")
+    verify = "sha256" if os.environ.get("MODEL_VERIFY", "size") != "none" else "none"
+    try:
+        files = open_model_dir(model_dir, precision, verify=verify)
+    except ModelFilesError as exc:
+        server.log.error("cannot start: %s", exc)
+        sys.exit(1)
+    server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, model_dir,
+                    verify)
+
+
+def post_worker_init(worker):
+    """Log when a worker has its session and is about to accept requests."""
+    worker.log.info("worker %s ready", worker.pid)

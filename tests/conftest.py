@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random Chinese BERT, exported by the project's own exporter.
+
+Set FILLMASK_TEST_MODEL_DIR to an already exported model directory to run the serving tests
+without torch (the Raspberry Pi check does this under emulation).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tests never touch the network
+
+from fillmask.config import Config  # noqa: E402
+
+TINY_MAX_LENGTH = 128
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory):
+    """A save_pretrained directory of a tiny random BertForMaskedLM with a Chinese vocab."""
+    pytest.importorskip("torch")
+    from fillmask.random_model import build_random_model
+
+    return build_random_model(tmp_path_factory.mktemp("tiny-src"),
+                              max_position_embeddings=TINY_MAX_LENGTH)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny model exported (fp32 + int8) by export_onnx.py, as the service reads it."""
+    given = os.environ.get("FILLMASK_TEST_MODEL_DIR")
+    if given:
+        return Path(given)
+    source = tmp_path_factory.getbasetemp() / "tiny-src-export"
+    if not (source / "config.json").exists():
+        pytest.importorskip("torch")
+        from fillmask.random_model import build_random_model
+        build_random_model(source, max_position_embeddings=TINY_MAX_LENGTH)
+    out = tmp_path_factory.mktemp("tiny-model")
+    import export_onnx
+    assert export_onnx.main(["--model", str(source), "--output", str(out), "--int8",
+                             "--name", "tiny-random-bert"]) == 0
+    return out
+
+
+def make_config(model_dir, **overrides):
+    """A test Config: no cache (so every request runs the model) unless asked."""
+    values = dict(model_dir=str(model_dir), ort_threads=1, cache_size=0, strict=True)
+    values.update(overrides)
+    return Config(**values)
+
+
+@pytest.fixture(scope="session")
+def app(tiny_model_dir):
+    """The Flask app on the tiny model (batching on, as served)."""
+    from app import create_app
+    return create_app(make_config(tiny_model_dir))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def predictor(app):
+    return app.extensions["fillmask"].predictor

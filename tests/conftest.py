@@ -19,14 +19,24 @@ from fillmask.config import Config  # noqa: E402
 TINY_MAX_LENGTH = 128
 
 
+def _build_tiny_source(base):
+    """Build (once per session) the tiny random model's save_pretrained directory."""
+    source = base / "tiny-src"
+    if not (source / "config.json").exists():
+        from fillmask.random_model import build_random_model
+        build_random_model(source, max_position_embeddings=TINY_MAX_LENGTH)
+    return source
+
+
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory):
-    """A save_pretrained directory of a tiny random BertForMaskedLM with a Chinese vocab."""
-    pytest.importorskip("torch")
-    from fillmask.random_model import build_random_model
+    """A save_pretrained directory of a tiny random BertForMaskedLM with a Chinese vocab.
 
-    return build_random_model(tmp_path_factory.mktemp("tiny-src"),
-                              max_position_embeddings=TINY_MAX_LENGTH)
+    The same directory ``tiny_model_dir`` was exported from, so PyTorch references computed on
+    it describe exactly the served model.
+    """
+    pytest.importorskip("torch")
+    return _build_tiny_source(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -35,11 +45,8 @@ def tiny_model_dir(tmp_path_factory):
     given = os.environ.get("FILLMASK_TEST_MODEL_DIR")
     if given:
         return Path(given)
-    source = tmp_path_factory.getbasetemp() / "tiny-src-export"
-    if not (source / "config.json").exists():
-        pytest.importorskip("torch")
-        from fillmask.random_model import build_random_model
-        build_random_model(source, max_position_embeddings=TINY_MAX_LENGTH)
+    pytest.importorskip("torch")
+    source = _build_tiny_source(tmp_path_factory.getbasetemp())
     out = tmp_path_factory.mktemp("tiny-model")
     import export_onnx
     assert export_onnx.main(["--model", str(source), "--output", str(out), "--int8",

@@ -27,8 +27,8 @@ class GunicornServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, MODEL_DIR=str(model_dir), BIND=f"127.0.0.1:{self.port}",
-                        WORKERS="2", ORT_THREADS="1", ACCESS_LOG="0",
-                        **{k: str(v) for k, v in env.items()})
+                        WORKERS="2", ORT_THREADS="1", ACCESS_LOG="0")
+        self.env.update({k: str(v) for k, v in env.items()})
         self.startup_timeout = startup_timeout
         self.proc = None
         self.log_path = None

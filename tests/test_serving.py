@@ -1,0 +1,83 @@
+"""The service as deployed: real Gunicorn workers, the HF client, and a torch-free process."""
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import ROOT
+from live import GunicornServer
+
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    # One thread per worker: a busy worker leaves new connections to the other one.
+    with GunicornServer(tiny_model_dir, WORKERS=2, THREADS=1) as srv:
+        yield srv
+
+
+def test_two_workers_answer_concurrent_requests(server):
+    texts = [f"今天天气真[MASK]啊{i}" + "春眠不觉晓，处处闻啼鸟。" * 4 for i in range(120)]
+
+    def ask(text):
+        r = requests.post(server.url + "/predict", json={"text": text, "top_k": 2}, timeout=30)
+        health = requests.get(server.url + "/health", timeout=30).json()
+        return r.status_code, r.json(), health["pid"]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(ask, texts))
+    assert all(status == 200 and body["success"] for status, body, _ in results)
+    for text, (_, body, _) in zip(texts, results):
+        assert body["result"][0]["sequence"] == text.replace("[MASK]", body["result"][0]["word"])
+    assert len({pid for _, _, pid in results}) == 2          # both workers served
+    assert set(server.worker_pids()) == {pid for _, _, pid in results}
+
+
+def test_utf8_json_on_the_wire(server):
+    r = requests.post(server.url + "/predict", json={"text": "画蛇添[MASK]"}, timeout=30)
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert "画蛇添" in r.content.decode("utf-8") and b"\\u" not in r.content
+
+
+def test_hugging_face_client_round_trip(server, monkeypatch):
+    from huggingface_hub import InferenceClient, constants
+    # Offline mode (set for the tests) also blocks this loopback URL; the server is local.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    client = InferenceClient(model=server.url + "/fill-mask")
+    out = client.fill_mask("今天天气真[MASK]啊", top_k=3)
+    assert len(out) == 3
+    direct = requests.post(server.url + "/predict",
+                           json={"text": "今天天气真[MASK]啊", "top_k": 3}, timeout=30).json()
+    assert [o.token for o in out] == [c["token_id"] for c in direct["result"]]
+    assert [o.token_str for o in out] == [c["word"] for c in direct["result"]]
+    assert out[0].sequence == direct["result"][0]["sequence"]
+    assert out[0].score == pytest.approx(direct["result"][0]["score"], rel=1e-6)
+
+
+def test_missing_model_stops_the_server_with_one_line(tmp_path):
+    with pytest.raises(RuntimeError) as info:
+        GunicornServer(tmp_path / "no-model", startup_timeout=30).start()
+    message = str(info.value)
+    assert "exited with 1" in message
+    assert "cannot start" in message and "export_onnx.py" in message
+    assert "Traceback" not in message and message.count("Booting worker") == 0
+
+
+def test_serving_process_imports_neither_torch_nor_transformers(tiny_model_dir):
+    code = (
+        "import sys, json\n"
+        "from app import create_app\n"
+        f"app = create_app({{'model_dir': {str(tiny_model_dir)!r}, 'strict': True}})\n"
+        "r = app.test_client().post('/predict', json={'text': '好[MASK]'})\n"
+        "assert r.status_code == 200, r.data\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'transformers', 'onnx', 'onnxscript'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -1,0 +1,68 @@
+"""Text preparation and configuration: pure functions, exact expectations."""
+
+import pytest
+
+from fillmask.config import Config
+from fillmask.errors import FillMaskError
+from fillmask.text import find_masks
+
+
+def test_find_masks_all_spellings():
+    text = "a[MASK]b[mask]c［MASK］d［mask]e[ MASK ]"
+    assert [text[s:e] for s, e in find_masks(text)] == [
+        "[MASK]", "[mask]", "［MASK］", "［mask]", "[ MASK ]"]
+
+
+def test_prepare_ids_and_positions(predictor):
+    item = predictor.prepare("天[MASK]气［MASK］")
+    assert item.input_ids[0] == 101 and item.input_ids[-1] == 102
+    assert [item.input_ids[p] for p in item.mask_positions] == [103, 103]
+    assert item.mask_positions == (2, 4)
+    assert item.fill(["x", None]) == "天x气［MASK］"
+    assert item.fill_one(1, "好") == "天[MASK]气好"
+
+
+def test_mask_inside_words_and_at_edges(predictor):
+    item = predictor.prepare("[MASK]abc[MASK]def[MASK]")
+    assert item.num_masks == 3
+    assert item.input_ids[1] == 103 and item.input_ids[-2] == 103
+
+
+def test_surrogates_and_controls_do_not_break_tokenisation(predictor):
+    item = predictor.prepare("\ud800好\x00[MASK]\u202e😀")
+    assert item.num_masks == 1
+    assert item.fill_one(0, "坏") == "\ud800好\x00坏\u202e😀"
+
+
+@pytest.mark.parametrize("text,code", [
+    ("", "empty_text"), ("  \n", "empty_text"), ("没有", "no_mask"),
+    ("[MASK]" * 17, "too_many_masks"), (5, "invalid_type"),
+])
+def test_prepare_refuses(predictor, text, code):
+    with pytest.raises(FillMaskError) as info:
+        predictor.prepare(text)
+    assert info.value.code == code and info.value.status == 400
+
+
+def test_window_keeps_masks_and_limits_length(predictor):
+    text = "一" * 30 + "[MASK]" + "二" * 5 + "[MASK]" + "三" * 300
+    item = predictor.prepare(text)
+    assert len(item.input_ids) == predictor.max_length
+    assert item.num_masks == 2
+
+
+def test_config_from_env():
+    env = {"MODEL_DIR": "/m", "MODEL_PRECISION": "int8", "MAX_LENGTH": "128",
+           "BATCHING": "off", "BATCH_WINDOW_MS": "1.5", "WORKERS": "4"}
+    cfg = Config.from_env(env)
+    assert (cfg.model_dir, cfg.model_precision, cfg.max_length) == ("/m", "int8", 128)
+    assert cfg.batching is False and cfg.batch_window_ms == 1.5
+    assert cfg.ort_threads >= 1
+    with pytest.raises(ValueError, match="MAX_LENGTH"):
+        Config.from_env({"MAX_LENGTH": "lots"})
+
+
+def test_max_length_beyond_the_model_is_refused(tiny_model_dir):
+    from fillmask.predictor import Predictor
+    with pytest.raises(FillMaskError, match="MAX_LENGTH"):
+        Predictor(tiny_model_dir, max_length=4096)

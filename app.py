@@ -10,7 +10,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from fillmask import api, page
+from fillmask import api, openapi, page, security
 from fillmask.batcher import MicroBatcher
 from fillmask.cache import LRUCache
 from fillmask.config import Config
@@ -33,6 +33,8 @@ def create_app(config=None):
     load_predictor(app.extensions["fillmask"])
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(openapi.bp)
+    security.init_app(app, config)
     register_error_handlers(app)
     return app
 

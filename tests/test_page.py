@@ -1,0 +1,120 @@
+"""GET / with the Flask test client: the page renders, uses only local static files, and has no
+inline script, inline style or inline event handler (the Content-Security-Policy forbids them)."""
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC = ROOT / "static"
+
+
+class PageParser(HTMLParser):
+    """Collects every start tag with its attributes and the text inside <script>/<style>."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+        self.inline = []          # (tag, text) of non-blank <script>/<style> bodies
+        self._open = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._open = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag):
+        self._open = None
+
+    def handle_data(self, data):
+        if self._open and data.strip():
+            self.inline.append((self._open, data))
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    response = app.test_client().get("/")
+    parser = PageParser()
+    parser.feed(response.get_data(as_text=True))
+    return response, parser
+
+
+def urls(parser):
+    """Every src/href in the page."""
+    return [attrs[name] for _, attrs in parser.tags for name in ("src", "href") if name in attrs]
+
+
+def test_page_renders_in_chinese_with_the_example(page):
+    response, parser = page
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert '<html lang="zh-CN">' in html
+    assert "床前明月光，疑是地上[MASK]。</textarea>" in html
+    ids = {attrs.get("id") for _, attrs in parser.tags}
+    assert {"text", "insert-mask", "top-k", "predict", "choices", "status", "results",
+            "best-sentence", "meta"} <= ids
+
+
+def test_limits_and_endpoint_come_from_the_config(page, app):
+    _, parser = page
+    (main,) = [attrs for tag, attrs in parser.tags if attrs.get("id") == "app"]
+    cfg = app.extensions["fillmask"].config
+    assert main["data-predict-url"] == "/predict"
+    assert main["data-max-masks"] == str(cfg.max_masks)
+    options = [attrs["value"] for tag, attrs in parser.tags if tag == "option"]
+    assert options == ["1", "3", "5", "10", "20"]
+    (selected,) = [attrs["value"] for tag, attrs in parser.tags
+                   if tag == "option" and "selected" in attrs]
+    assert selected == "5"
+
+
+def test_only_local_static_files(page, client):
+    _, parser = page
+    found = urls(parser)
+    assert "/static/page.js" in found and "/static/page.css" in found
+    for url in found:
+        assert url.startswith("/static/"), url
+        assert client.get(url).status_code == 200, url
+
+
+def test_no_inline_script_style_or_handlers(page):
+    response, parser = page
+    assert parser.inline == []
+    for tag, attrs in parser.tags:
+        if tag == "script":
+            assert attrs.get("src", "").startswith("/static/")
+        assert "style" not in attrs, tag
+        handlers = [name for name in attrs if name.startswith("on")]
+        assert handlers == [], (tag, handlers)
+    assert "javascript:" not in response.get_data(as_text=True).lower()
+
+
+def test_static_files_name_no_other_host():
+    for path in STATIC.iterdir():
+        text = path.read_text(encoding="utf-8")
+        # The SVG's xmlns is a namespace name, not something a browser fetches.
+        text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|@import", text, re.I), path
+
+
+def test_script_never_writes_html():
+    """User and model text reach the page through textContent only."""
+    source = (STATIC / "page.js").read_text(encoding="utf-8")
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                 "new Function", "setAttribute(\"style\""):
+        assert sink not in source, sink
+    assert "textContent" in source
+
+
+def test_page_renders_without_a_model(tmp_path):
+    """The page does not need the model: it loads and then shows the API's 503 message."""
+    from app import create_app
+
+    broken = create_app(make_config(tmp_path / "no-model", strict=False))
+    response = broken.test_client().get("/")
+    assert response.status_code == 200
+    assert b'id="text"' in response.data

@@ -29,6 +29,9 @@ PREFLIGHT_MAX_AGE = "600"
 
 def init_app(app, config):
     """Register the checks and headers for ``config`` on ``app``."""
+    # Never debug mode, even with FLASK_DEBUG set: its pages show code and run a console.
+    app.debug = False
+    app.config["PROPAGATE_EXCEPTIONS"] = False
     origins = config.allowed_origins
     token = config.api_token.encode("utf-8") if config.api_token else None
 

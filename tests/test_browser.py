@@ -324,7 +324,7 @@ def test_readme_screenshots(visit, server):
     for name, width, height in (("page-desktop.png", 1100, 900), ("page-phone.png", 360, 780)):
         tab = visit(width=width, height=height)
         if whole_words and name == "page-desktop.png":
-            tab.page.fill("#choices", "添足、点睛、夺目")
+            tab.page.fill("#choices", "添足、画龙、添花")
             tab.enter(IDIOM)
         else:
             tab.enter("[MASK]前明月光，疑是地上[MASK]。")
@@ -341,7 +341,7 @@ def whole_words(server):
 
 @pytest.fixture(scope="module")
 def choices(server):
-    if not supports(server, {"text": IDIOM, "candidates": ["添足", "点睛"]}, "choices"):
+    if not supports(server, {"text": IDIOM, "candidates": ["添足", "画龙"]}, "choices"):
         pytest.skip("the server does not support candidates yet (no 'choices' in the answer)")
 
 
@@ -360,10 +360,10 @@ def test_adjacent_masks_get_whole_word_candidates(visit, server, whole_words):
 
 def test_choices_are_ranked(visit, server, choices):
     tab = visit()
-    tab.page.fill("#choices", "添足，点睛、夺目 画龙")
+    tab.page.fill("#choices", "添足，画龙、添花 点心")     # characters of the tiny vocab
     response = tab.enter(IDIOM)
     sent = response.request.post_data_json
-    assert sent["candidates"] == ["添足", "点睛", "夺目", "画龙"] and sent["joint"] is True
+    assert sent["candidates"] == ["添足", "画龙", "添花", "点心"] and sent["joint"] is True
     ranked = api(server, {"text": IDIOM, "top_k": 5, "joint": True,
                           "candidates": sent["candidates"]})["choices"]
     shown = tab.page.evaluate("""() => [...document.querySelectorAll('#choice-list .cand')]

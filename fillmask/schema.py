@@ -4,9 +4,13 @@ Every refusal is a ``FillMaskError`` whose message says what was wrong and what 
 """
 
 import json
+import re
 from dataclasses import dataclass
 
 from .errors import FillMaskError
+
+# Lone UTF-16 surrogates: valid in a JSON \u escape, not encodable as UTF-8.
+SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,10 @@ def parse_json(raw, content_type):
                             "'Content-Type: application/json'", code="unsupported_media_type",
                             status=415)
     try:
-        body = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        body = json.loads(text)
+        if "\\u" in text:          # only \u escapes can bring in lone surrogates
+            body = _without_surrogates(body)
     except UnicodeDecodeError:
         raise FillMaskError("the body is not valid UTF-8", code="invalid_json") from None
     except RecursionError:
@@ -66,11 +73,19 @@ def parse_hf(body, config):
         texts, batch = _texts(inputs, config.max_texts, field="inputs"), True
     else:
         texts, batch = (_text(inputs, "inputs"),), False
-    params = body.get("parameters") or {}
+    params = body.get("parameters")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise FillMaskError("parameters must be an object", code="invalid_type")
     return FillRequest(texts=texts, batch=batch, top_k=_top_k(params.get("top_k", 5), config),
                        targets=_targets(params.get("targets"), config))
+
+
+def _without_surrogates(body):
+    """Lone surrogates become U+FFFD (one character each, so offsets hold): UTF-8 responses
+    that echo the text could not carry them."""
+    text = json.dumps(body, ensure_ascii=False)
+    return json.loads(SURROGATES.sub("\ufffd", text)) if SURROGATES.search(text) else body
 
 
 def _is_json(content_type):

@@ -5,13 +5,14 @@ const MASK = "[MASK]";
 // The spellings the server accepts (fillmask/text.py): [MASK], [mask], full-width ［MASK］.
 const MASK_PATTERN = /[\[［]\s*mask\s*[\]］]/giu;
 const DEBOUNCE_MS = 300;
+const TOKEN_KEY = "fillmask-token";   // sessionStorage: kept for this tab only
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   app: $("app"), form: $("fill-form"), text: $("text"), topK: $("top-k"), choices: $("choices"),
-  insert: $("insert-mask"), status: $("status"), results: $("results"), best: $("best"),
-  bestSentence: $("best-sentence"), choiceBox: $("choice-box"), choiceList: $("choice-list"),
-  blanks: $("blanks"), meta: $("meta"),
+  insert: $("insert-mask"), tokenBox: $("token-box"), token: $("token"), status: $("status"),
+  results: $("results"), best: $("best"), bestSentence: $("best-sentence"),
+  choiceBox: $("choice-box"), choiceList: $("choice-list"), blanks: $("blanks"), meta: $("meta"),
 };
 const predictUrl = ui.app.dataset.predictUrl;
 
@@ -107,7 +108,7 @@ async function predict() {
   let data = null;
   try {
     response = await fetch(predictUrl, {
-      method: "POST", headers: { "Content-Type": "application/json" },
+      method: "POST", headers: requestHeaders(),
       body: JSON.stringify(body), signal: controller.signal,
     });
     data = await response.json().catch(() => null);
@@ -122,11 +123,20 @@ async function predict() {
   inflight = null;
   if (!response.ok || !data || data.success !== true) {
     clearResults();
+    if (response.status === 401) ui.tokenBox.hidden = false;
     showStatus("error", serverError(response, data));
     return;
   }
   render(text, blanks, data, choices.length > 0);
   showMeta(data, performance.now() - started);
+}
+
+/** JSON, and the API token when this server needs one. */
+function requestHeaders() {
+  const headers = { "Content-Type": "application/json" };
+  const token = ui.token.value.trim();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
 }
 
 /** The message of a JSON error body, or what is known without one. */
@@ -247,6 +257,10 @@ ui.text.addEventListener("input", (event) => {
 });
 ui.text.addEventListener("compositionend", () => schedule());
 ui.choices.addEventListener("input", () => schedule());
+ui.token.addEventListener("input", () => {
+  sessionStorage.setItem(TOKEN_KEY, ui.token.value.trim());
+  schedule();
+});
 ui.topK.addEventListener("change", () => predict());
 document.addEventListener("keydown", (event) => {
   if (!(event.ctrlKey || event.metaKey) || event.altKey || event.isComposing) return;
@@ -267,4 +281,6 @@ document.querySelectorAll(".example").forEach((button) => {
   });
 });
 
+ui.token.value = sessionStorage.getItem(TOKEN_KEY) || "";
+ui.tokenBox.hidden = !ui.token.value;
 predict();

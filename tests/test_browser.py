@@ -67,7 +67,7 @@ def records(candidates):
 class Visit:
     """One browser tab on the page, with every request it made and anything that went wrong."""
 
-    def __init__(self, browser, url, width, height):
+    def __init__(self, browser, url, width, height, ready=".cand"):
         self.url = url
         self.context = browser.new_context(viewport={"width": width, "height": height},
                                            service_workers="block")
@@ -79,7 +79,7 @@ class Visit:
         self.page.on("dialog", self._dialog)
         self.page.route(url + "/", self._with_csp)
         self.page.goto(url + "/")
-        self.page.wait_for_selector(".cand")
+        self.page.wait_for_selector(ready)
 
     def _console(self, message):
         # A refused 4xx or a stopped server also logs a console error; those are expected.
@@ -134,11 +134,12 @@ class Visit:
 
 @pytest.fixture
 def visit(browser, server):
-    """``visit(width=1000)`` opens the page (on ``url``, default the module's server)."""
+    """``visit(width=1000)`` opens the page (on ``url``, default the module's server) and waits
+    for the ``ready`` selector (default: the example's candidates)."""
     opened = []
 
-    def open_page(width=1000, height=800, url=None):
-        opened.append(Visit(browser, url or server.url, width, height))
+    def open_page(width=1000, height=800, url=None, ready=".cand"):
+        opened.append(Visit(browser, url or server.url, width, height, ready))
         return opened[-1]
 
     yield open_page
@@ -255,6 +256,19 @@ def test_unreachable_server(visit, tiny_model_dir):
     kind, message = tab.status()
     assert kind == "status status-error" and "无法连接服务器" in message
     assert tab.page.locator(".cand").count() == 0
+
+
+def test_api_token_asked_for_and_kept_in_the_tab(visit, tiny_model_dir):
+    with GunicornServer(tiny_model_dir, WORKERS="1", API_TOKEN="s3cret") as own:
+        tab = visit(url=own.url, ready=".status-error")
+        page = tab.page
+        assert "Authorization: Bearer" in tab.status()[1]
+        assert page.is_visible("#token")
+        tab.predicted(lambda: page.fill("#token", "s3cret"), tab.text())
+        assert tab.status() == ("status", "") and len(tab.shown()) == 1
+        page.reload()
+        page.wait_for_selector(".cand")                  # the token survived the reload
+        assert page.input_value("#token") == "s3cret"
 
 
 def test_markup_in_the_input_stays_text(visit, server):

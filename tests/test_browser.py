@@ -295,6 +295,7 @@ def test_stale_answers_never_overwrite_newer_ones(visit, server):
     tab.page.fill("#text", "今天[MASK]气很好")
     tab.page.wait_for_function("() => document.getElementById('status').textContent"
                                ".startsWith('正在预测')")
+    assert tab.page.get_attribute("#results", "aria-busy") == "true"     # dimmed while loading
     newer = "明天会[MASK]雨吗"
     tab.enter(newer)
     try:

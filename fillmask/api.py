@@ -11,7 +11,7 @@ from typing import Optional
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import responses, schema
+from . import choices, joint, responses, schema
 from .cache import LRUCache
 from .config import Config
 from .errors import ModelNotReady
@@ -60,6 +60,25 @@ def fill(rt, req, fields):
     return per_text
 
 
+def whole_words(rt, req, fields):
+    """Joint ``blanks`` and/or ranked ``choices`` per text, or None when neither was asked."""
+    if not req.joint and not req.candidates:
+        return None
+    predictor = rt.ready()
+    key = ("whole-word", req.texts, req.top_k, req.joint, req.candidates)
+    extras = rt.cache.get(key)
+    if extras is None:
+        prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields)]
+        chunk = rt.config.batch_max
+        ranked = choices.score(predictor, prepared, req.candidates, fields, chunk=chunk) \
+            if req.candidates else [None] * len(prepared)
+        blanks = joint.decode(predictor, prepared, req.top_k, chunk=chunk) \
+            if req.joint else [None] * len(prepared)
+        extras = list(zip(blanks, ranked))
+        rt.cache.put(key, extras)
+    return extras
+
+
 def field_names(req, name):
     """Names of the texts for error messages: ``text`` or ``texts[i]``."""
     if not req.batch:
@@ -73,11 +92,13 @@ def predict():
     rt = runtime()
     started = time.perf_counter()
     req = schema.parse_predict(read_json(), rt.config)
-    per_text = fill(rt, req, field_names(req, "texts" if req.batch else "text"))
+    fields = field_names(req, "texts" if req.batch else "text")
+    per_text = fill(rt, req, fields)
+    extras = whole_words(rt, req, fields)
     predictor = rt.predictor
     meta = {"model": predictor.name, "precision": predictor.precision,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
-    return jsonify(responses.predict_body(req, per_text, meta))
+    return jsonify(responses.predict_body(req, per_text, meta, extras))
 
 
 @bp.post("/fill-mask")

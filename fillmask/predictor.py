@@ -130,6 +130,14 @@ class Predictor:
             start += item.num_masks
         return out
 
+    def infer_chunked(self, prepared, chunk=16):
+        """``infer`` over many windows, at most ``chunk`` per run to bound activation memory."""
+        chunk = max(1, int(chunk))
+        out = []
+        for start in range(0, len(prepared), chunk):
+            out.extend(self.infer(prepared[start:start + chunk]))
+        return out
+
     # -- stage 3: rows -> candidates ----------------------------------------------------------
     def candidates(self, item, rows, top_k=5, target_ids=None):
         """Top-k ``Candidate`` lists, one per mask of ``item``, best first."""

@@ -8,18 +8,41 @@ def candidate_record(candidate):
             "sequence": candidate.sequence}
 
 
-def text_result(masks):
-    """One text's answer: ``result`` (first mask, the seed's contract) and every mask."""
+def blank_record(blank):
+    """One joint blank: its masks and its whole-word fillings, best first."""
+    return {"index": blank.index, "masks": list(blank.masks),
+            "words": [{"word": w.word, "score": w.score, "probability": round(w.score * 100, 2),
+                       "sequence": w.sequence} for w in blank.words]}
+
+
+def choice_record(choice):
+    """One ranked candidate of a multiple-choice request."""
+    return {"word": choice.word, "score": choice.score,
+            "probability": round(choice.score * 100, 2),
+            "log_likelihood": choice.log_likelihood, "sequence": choice.sequence}
+
+
+def text_result(masks, extra=(None, None)):
+    """One text's answer: ``result`` (first mask, the seed's contract), every mask, and the
+    ``blanks`` / ``choices`` keys when ``joint`` / ``candidates`` asked for them."""
     records = [[candidate_record(c) for c in mask] for mask in masks]
-    return {"result": records[0],
-            "masks": [{"index": i, "candidates": r} for i, r in enumerate(records)]}
+    out = {"result": records[0],
+           "masks": [{"index": i, "candidates": r} for i, r in enumerate(records)]}
+    blanks, choices = extra
+    if blanks is not None:
+        out["blanks"] = [blank_record(b) for b in blanks]
+    if choices is not None:
+        out["choices"] = [choice_record(c) for c in choices]
+    return out
 
 
-def predict_body(request, per_text, meta):
+def predict_body(request, per_text, meta, extras=None):
     """The /predict body for a ``text`` or a ``texts`` request."""
+    extras = extras or [(None, None)] * len(per_text)
     if request.batch:
-        return {"success": True, "results": [text_result(m) for m in per_text], **meta}
-    return {"success": True, **text_result(per_text[0]), **meta}
+        return {"success": True,
+                "results": [text_result(m, e) for m, e in zip(per_text, extras)], **meta}
+    return {"success": True, **text_result(per_text[0], extras[0]), **meta}
 
 
 def hf_body(request, per_text):

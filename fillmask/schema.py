@@ -21,6 +21,12 @@ class FillRequest:
     batch: bool              # "texts" was given (answer with "results")
     top_k: int = 5
     targets: tuple = ()
+    joint: bool = False      # decode each run of adjacent masks as one word ("blanks")
+    candidates: tuple = ()   # words to rank for the text's one blank ("choices")
+
+
+MAX_CANDIDATES = 20
+MAX_CANDIDATE_CHARS = 8
 
 
 def parse_json(raw, content_type):
@@ -59,8 +65,14 @@ def parse_predict(body, config):
         texts, batch = (_text(body["text"], "text"),), False
     else:
         texts, batch = _texts(body["texts"], config.max_texts), True
-    return FillRequest(texts=texts, batch=batch, top_k=_top_k(body.get("top_k", 5), config),
-                       targets=_targets(body.get("targets"), config))
+    top_k = _top_k(body.get("top_k", 5), config)
+    targets = _targets(body.get("targets"), config)
+    candidates = _candidates(body.get("candidates"))
+    if targets and candidates:
+        raise FillMaskError("give either targets (single tokens scored per mask) or candidates "
+                            "(words ranked for the blank), not both", code="conflicting_fields")
+    return FillRequest(texts=texts, batch=batch, top_k=top_k, targets=targets,
+                       joint=_joint(body.get("joint", False)), candidates=candidates)
 
 
 def parse_hf(body, config):
@@ -148,6 +160,37 @@ def _targets(value, config):
         if not isinstance(item, str) or not item.strip():
             raise FillMaskError("every target must be a non-empty string", code="invalid_targets")
     return tuple(value)
+
+
+def _joint(value):
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise FillMaskError(f"joint must be true or false, not {_kind(value)}",
+                            code="invalid_type")
+    return value
+
+
+def _candidates(value):
+    """1..20 distinct words of 1..8 characters (surrounding spaces dropped, repeats merged)."""
+    if value is None:
+        return ()
+    accepted = (f"candidates must be a list of 1 to {MAX_CANDIDATES} words of 1 to "
+                f"{MAX_CANDIDATE_CHARS} characters, e.g. [\"添足\", \"点睛\"]")
+    if not isinstance(value, list) or not value:
+        raise FillMaskError(accepted, code="invalid_candidates")
+    if len(value) > MAX_CANDIDATES:
+        raise FillMaskError(f"candidates holds {len(value)} words; {accepted}",
+                            code="invalid_candidates")
+    words = []
+    for i, item in enumerate(value):
+        word = item.strip() if isinstance(item, str) else None
+        if not word or len(word) > MAX_CANDIDATE_CHARS:
+            raise FillMaskError(f"candidates[{i}] is not a word of 1 to {MAX_CANDIDATE_CHARS} "
+                                f"characters; {accepted}", code="invalid_candidates")
+        if word not in words:
+            words.append(word)
+    return tuple(words)
 
 
 def _kind(value):

@@ -6,7 +6,7 @@ the character spans kept in ``Prepared``.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import FillMaskError
 
@@ -42,6 +42,30 @@ class Prepared:
         """The original text with only mask ``index`` replaced by ``word``."""
         start, end = self.spans[index]
         return self.text[:start] + word + self.text[end:]
+
+    @property
+    def blanks(self):
+        """Runs of directly adjacent masks ("[MASK][MASK]"), as tuples of mask indexes."""
+        runs = []
+        for index, (start, _) in enumerate(self.spans):
+            if runs and self.spans[index - 1][1] == start:
+                runs[-1].append(index)
+            else:
+                runs.append([index])
+        return tuple(tuple(run) for run in runs)
+
+    def with_tokens(self, fills):
+        """A copy with the masks in ``fills`` (mask index → token id) replaced by those ids.
+
+        Filled masks leave ``spans`` and ``mask_positions``, so the model returns rows only
+        for the masks still open: joint decoding and candidate scoring build windows this way.
+        """
+        ids = list(self.input_ids)
+        for index, token_id in fills.items():
+            ids[self.mask_positions[index]] = token_id
+        keep = [i for i in range(self.num_masks) if i not in fills]
+        return replace(self, spans=tuple(self.spans[i] for i in keep), input_ids=tuple(ids),
+                       mask_positions=tuple(self.mask_positions[i] for i in keep))
 
 
 def find_masks(text):

@@ -76,3 +76,17 @@ def client(app):
 @pytest.fixture(scope="session")
 def predictor(app):
     return app.extensions["fillmask"].predictor
+
+
+@pytest.fixture(scope="session")
+def tiny_torch(tiny_source):
+    """The tiny model in PyTorch (eager attention), for reference computations."""
+    from transformers import BertForMaskedLM
+    return BertForMaskedLM.from_pretrained(tiny_source, attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_source):
+    """The tiny model's tokenizer as transformers loads it (independent of tokenizer.json)."""
+    from transformers import BertTokenizerFast
+    return BertTokenizerFast.from_pretrained(tiny_source)

@@ -1,0 +1,93 @@
+"""Multiple choice: rank given candidate words for the one blank of a text.
+
+Method (pseudo-log-likelihood, PLL): the blank is expanded to the candidate's length n; for each
+character i the model sees the text with the candidate written in and only character i masked,
+and log P(character i) is read from that row. The candidate's ``log_likelihood`` is the sum of
+those n log-probabilities; ``score`` is the softmax of the log-likelihoods over the candidates,
+so the scores sum to 1. Sums favour shorter candidates when lengths differ.
+
+Cost: one forward row per candidate character — 4 candidate idioms of 4 characters are 16 rows
+— run in chunks of ``chunk`` windows through ``predictor.infer`` (the micro-batcher when on).
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FillMaskError
+from .text import MASK
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One candidate's result."""
+
+    word: str
+    score: float            # softmax of the log-likelihoods over the candidates, 0..1
+    log_likelihood: float   # pseudo-log-likelihood: sum of log P(char | the rest)
+    sequence: str           # the text with the blank replaced by this candidate
+
+
+def candidate_ids(predictor, candidates):
+    """Token ids of each candidate's characters, or a 400 naming the first unknown one."""
+    out = []
+    for word in candidates:
+        ids = []
+        for char in word:
+            index = predictor.word_ids.get(char.lower())
+            if index is None or predictor.excluded[index]:
+                raise FillMaskError(
+                    f"candidate {word!r}: the character {char!r} is not a single token of the "
+                    "model's vocabulary; candidates must be written in characters from "
+                    "vocab.txt", code="invalid_candidates")
+            ids.append(index)
+        out.append(tuple(ids))
+    return out
+
+
+def blank_span(item, field="text"):
+    """(start, end) in the text of its one blank, or a 400 ``invalid_blank``."""
+    blanks = item.blanks
+    if len(blanks) != 1:
+        raise FillMaskError(
+            f"{field} has {len(blanks)} separate blanks; candidates need exactly one blank: "
+            "one [MASK] or a run of adjacent masks such as [MASK][MASK]", code="invalid_blank")
+    return item.spans[blanks[0][0]][0], item.spans[blanks[0][-1]][1]
+
+
+def score(predictor, prepared, candidates, fields, chunk=16):
+    """Rank ``candidates`` for each text: a list (per text) of ``Choice`` lists, best first."""
+    ids = candidate_ids(predictor, candidates)
+    spans = [blank_span(item, f) for item, f in zip(prepared, fields)]
+    windows, plan = [], []
+    for item, (start, end), f in zip(prepared, spans, fields):
+        for word, word_ids in zip(candidates, ids):
+            expanded = predictor.prepare(item.text[:start] + MASK * len(word_ids)
+                                         + item.text[end:], f)
+            for i in range(len(word_ids)):
+                # Character i masked, the candidate's other characters written in.
+                windows.append(expanded.with_tokens(
+                    {j: t for j, t in enumerate(word_ids) if j != i}))
+            plan.append(word_ids)
+    rows = predictor.infer_chunked(windows, chunk)
+    log_likelihoods, row = [], 0
+    for word_ids in plan:
+        total = 0.0
+        for i, token_id in enumerate(word_ids):
+            total += float(rows[row + i][0][token_id])
+        log_likelihoods.append(total)
+        row += len(word_ids)
+    per_text = []
+    for t, (item, (start, end)) in enumerate(zip(prepared, spans)):
+        lls = np.array(log_likelihoods[t * len(candidates):(t + 1) * len(candidates)])
+        probs = np.exp(lls - lls.max())
+        probs /= probs.sum()
+        order = np.argsort(-lls, kind="stable")
+        per_text.append([Choice(word=candidates[k], score=float(probs[k]),
+                                log_likelihood=float(lls[k]),
+                                sequence=item.text[:start] + candidates[k] + item.text[end:])
+                         for k in order])
+    return per_text

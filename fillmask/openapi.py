@@ -38,6 +38,9 @@ ERROR_TEXT = {
     503: "The model is not loaded (still loading, or it failed to load).",
 }
 API_ERRORS = (400, 401, 413, 415, 500, 503)
+# The mask spellings the service accepts (fillmask/text.py), for generators and readers.
+MASK_PATTERN = r"[\[［]\s*[Mm][Aa][Ss][Kk]\s*[\]］]"
+NULL = {"type": "null"}
 
 
 def ref(name):
@@ -67,13 +70,13 @@ def error_responses(statuses):
 
 def schemas(config):
     """Component schemas of requests and responses, with the configured limits."""
-    text = {"type": "string", "minLength": 1,
+    text = {"type": "string", "minLength": 1, "pattern": MASK_PATTERN,
             "description": "A sentence with one or more masks: [MASK], [mask] or ［MASK］."}
     texts = array(text, minItems=1, maxItems=config.max_texts)
     top_k = {"type": "integer", "minimum": 1, "maximum": config.max_top_k, "default": 5}
     targets = {"oneOf": [{"type": "string", "minLength": 1},
                          array({"type": "string", "minLength": 1}, minItems=1,
-                               maxItems=config.max_targets)],
+                               maxItems=config.max_targets), NULL],
                "description": "Single tokens of the vocabulary to rank instead of all words."}
     score = {"type": "number", "minimum": 0, "maximum": 1}
     probability = {"type": "number", "minimum": 0, "maximum": 100,
@@ -105,16 +108,17 @@ def schemas(config):
         "PredictRequest": {
             "type": "object",
             "properties": {"text": text, "texts": texts, "top_k": top_k, "targets": targets,
-                           "joint": {"type": "boolean", "default": False},
-                           "candidates": array({"type": "string", "minLength": 1,
-                                                "maxLength": 8}, minItems=1, maxItems=20)},
+                           "joint": {"type": ["boolean", "null"], "default": False},
+                           "candidates": {"oneOf": [
+                               array({"type": "string", "minLength": 1, "maxLength": 8},
+                                     minItems=1, maxItems=20), NULL]}},
             "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
-            "description": "Fields not listed here are ignored.",
+            "description": "Fields not listed here are ignored; null means absent.",
         },
         "FillMaskRequest": {
             "type": "object",
             "properties": {"inputs": {"oneOf": [text, texts]},
-                           "parameters": {"type": "object",
+                           "parameters": {"type": ["object", "null"],
                                           "properties": {"top_k": top_k, "targets": targets}}},
             "required": ["inputs"],
         },

@@ -14,11 +14,15 @@ from flask import Blueprint, current_app, jsonify, request
 from . import choices, joint, responses, schema
 from .cache import LRUCache
 from .config import Config
-from .errors import ModelNotReady
+from .errors import FillMaskError, ModelNotReady
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
+
+# Forward rows one request may ask for through joint / candidates (a single text needs at most
+# 160 + 76): bounds what one request costs a Raspberry Pi, whatever texts × candidates it sends.
+MAX_WHOLE_WORD_ROWS = 512
 
 
 @dataclass
@@ -69,6 +73,7 @@ def whole_words(rt, req, fields):
     extras = rt.cache.get(key)
     if extras is None:
         prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields)]
+        check_cost(prepared, req)
         chunk = rt.config.batch_max
         ranked = choices.score(predictor, prepared, req.candidates, fields, chunk=chunk) \
             if req.candidates else [None] * len(prepared)
@@ -77,6 +82,17 @@ def whole_words(rt, req, fields):
         extras = list(zip(blanks, ranked))
         rt.cache.put(key, extras)
     return extras
+
+
+def check_cost(prepared, req):
+    """Refuse a request whose joint decoding and candidates would need too many model rows."""
+    rows = choices.rows_needed(len(prepared), req.candidates) \
+        + (joint.rows_needed(prepared) if req.joint else 0)
+    if rows > MAX_WHOLE_WORD_ROWS:
+        raise FillMaskError(
+            f"joint and candidates for these texts need {rows} model rows; at most "
+            f"{MAX_WHOLE_WORD_ROWS} per request: send fewer texts or shorter candidate lists",
+            code="batch_too_large")
 
 
 def field_names(req, name):

@@ -31,6 +31,11 @@ class Choice:
     sequence: str           # the text with the blank replaced by this candidate
 
 
+def rows_needed(texts, candidates):
+    """Forward rows ``score`` runs: one per character of every candidate, for every text."""
+    return texts * sum(len(word) for word in candidates)
+
+
 def candidate_ids(predictor, candidates):
     """Token ids of each candidate's characters, or a 400 naming the first unknown one."""
     out = []

@@ -56,6 +56,11 @@ class _Search:
     words: tuple = ()
 
 
+def rows_needed(prepared, beam=BEAM):
+    """Upper bound of the forward rows ``decode`` runs for these texts."""
+    return sum(1 + beam * (len(masks) - 1) for item in prepared for masks in item.blanks)
+
+
 def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
     """Blanks of every text: a list (per text) of ``Blank`` lists, in text order."""
     searches = [[_Search(item, masks) for masks in item.blanks] for item in prepared]

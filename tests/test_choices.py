@@ -183,3 +183,26 @@ def test_cache_key_includes_the_new_fields(tiny_model_dir):
     assert "blanks" not in first and "blanks" in joint and "choices" not in joint
     assert [c["word"] for c in one["choices"]] == ["添足"]
     assert [c["word"] for c in two["choices"]] == ["成功"]
+
+
+@pytest.mark.parametrize("body,rows", [
+    ({"texts": ["画蛇[MASK][MASK]"] * 4,
+      "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)]}, 4 * 20 * 8),
+    ({"texts": ["[MASK]" * 16] * 7, "joint": True}, 7 * 76),
+])
+def test_requests_costing_too_many_rows_are_refused(client, predictor, monkeypatch, body, rows):
+    monkeypatch.setattr(predictor, "infer", lambda items: pytest.fail("model was run"))
+    monkeypatch.setattr(predictor, "predict", lambda *a, **k: [[[]]] * len(body["texts"]))
+    out = error(client, body)
+    assert out["code"] == "batch_too_large"
+    assert f"need {rows} model rows; at most 512" in out["error"]
+
+
+def test_a_single_text_at_every_limit_fits_the_budget(client):
+    r = client.post("/predict", json={
+        "text": "[MASK]" * 16, "joint": True, "top_k": 50,
+        "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)]})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert len(body["choices"]) == 20 and len(body["blanks"][0]["words"]) == 50
+    assert all(len(w["word"]) == 16 for w in body["blanks"][0]["words"])

@@ -22,7 +22,7 @@ bp = Blueprint("api", __name__)
 
 # Forward rows one request may ask for through joint / candidates (a single text needs at most
 # 160 + 76): bounds what one request costs a Raspberry Pi, whatever texts × candidates it sends.
-MAX_WHOLE_WORD_ROWS = 512
+MAX_WHOLE_WORD_ROWS = 256
 
 
 @dataclass

@@ -186,16 +186,18 @@ def test_cache_key_includes_the_new_fields(tiny_model_dir):
 
 
 @pytest.mark.parametrize("body,rows", [
-    ({"texts": ["画蛇[MASK][MASK]"] * 4,
-      "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)]}, 4 * 20 * 8),
-    ({"texts": ["[MASK]" * 16] * 7, "joint": True}, 7 * 76),
+    ({"texts": ["画蛇[MASK][MASK]"] * 2,
+      "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)]}, 2 * 20 * 8),
+    ({"texts": ["[MASK]" * 16] * 4, "joint": True}, 4 * 76),
+    ({"texts": ["[MASK][MASK]"] * 8, "joint": True,
+      "candidates": ["画蛇添足"] + [f"一石二鸟{i:02d}" for i in range(4)]}, 8 * (4 + 4 * 6) + 8 * 6),
 ])
 def test_requests_costing_too_many_rows_are_refused(client, predictor, monkeypatch, body, rows):
     monkeypatch.setattr(predictor, "infer", lambda items: pytest.fail("model was run"))
     monkeypatch.setattr(predictor, "predict", lambda *a, **k: [[[]]] * len(body["texts"]))
     out = error(client, body)
     assert out["code"] == "batch_too_large"
-    assert f"need {rows} model rows; at most 512" in out["error"]
+    assert f"need {rows} model rows; at most 256" in out["error"]
 
 
 def test_a_single_text_at_every_limit_fits_the_budget(client):

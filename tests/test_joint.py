@@ -180,3 +180,43 @@ def test_api_joint_must_be_a_boolean(client, value):
     body = r.get_json()
     assert body["success"] is False and body["code"] == "invalid_type"
     assert "joint" in body["error"]
+
+
+def test_concurrent_requests_batch_together_and_answer_the_same(app, predictor):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"text": "画蛇[MASK][MASK]，多此一举。", "joint": True},
+              {"text": "[MASK][MASK][MASK][MASK]是一个很长很长的成语。", "joint": True},
+              {"text": "他[MASK][MASK]了。", "candidates": ["添足", "成功", "生巧"]},
+              {"texts": ["[MASK]前明月光", "守株[MASK][MASK]"], "joint": True, "top_k": 2}]
+
+    def ask(body):
+        body = app.test_client().post("/predict", json=body).get_json()
+        body.pop("elapsed_ms")
+        return body
+
+    serial = [ask(b) for b in bodies]
+    batcher_runs = predictor.infer.__self__.batches
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, bodies * 4))
+    assert predictor.infer.__self__.batches > batcher_runs
+    for i, body in enumerate(together):
+        assert_close(body, serial[i % len(bodies)])
+
+
+def assert_close(got, want):
+    """Equal structure and strings; numbers within 1e-5 (padding in a shared batch may move the
+    last float digits)."""
+    if isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-5)
+    elif isinstance(want, dict):
+        assert list(got) == list(want)
+        for key in want:
+            if key != "probability":          # rounded from score: may differ by 0.01
+                assert_close(got[key], want[key])
+    elif isinstance(want, list):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_close(g, w)
+    else:
+        assert got == want

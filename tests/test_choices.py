@@ -208,3 +208,20 @@ def test_a_single_text_at_every_limit_fits_the_budget(client):
     body = r.get_json()
     assert len(body["choices"]) == 20 and len(body["blanks"][0]["words"]) == 50
     assert all(len(w["word"]) == 16 for w in body["blanks"][0]["words"])
+
+
+@pytest.mark.live
+def test_live_gunicorn_serves_both_modes(tiny_model_dir):
+    import requests
+    from live import GunicornServer
+
+    with GunicornServer(tiny_model_dir, WORKERS="1") as server:
+        r = requests.post(f"{server.url}/predict", timeout=30, json={
+            "text": "画蛇[MASK][MASK]，多此一举。", "joint": True, "candidates": IDIOMS})
+        bad = requests.post(f"{server.url}/predict", timeout=30, json={
+            "text": "[MASK]和[MASK]", "candidates": IDIOMS})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    body = r.json()
+    assert "画蛇" in r.text and len(body["blanks"][0]["words"]) == 5
+    assert sorted(c["word"] for c in body["choices"]) == sorted(IDIOMS)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_blank"

@@ -67,32 +67,26 @@ def score(predictor, prepared, candidates, fields, chunk=16):
     """Rank ``candidates`` for each text: a list (per text) of ``Choice`` lists, best first."""
     ids = candidate_ids(predictor, candidates)
     spans = [blank_span(item, f) for item, f in zip(prepared, fields)]
-    windows, plan = [], []
-    for item, (start, end), f in zip(prepared, spans, fields):
-        for word, word_ids in zip(candidates, ids):
-            expanded = predictor.prepare(item.text[:start] + MASK * len(word_ids)
-                                         + item.text[end:], f)
-            for i in range(len(word_ids)):
-                # Character i masked, the candidate's other characters written in.
-                windows.append(expanded.with_tokens(
-                    {j: t for j, t in enumerate(word_ids) if j != i}))
-            plan.append(word_ids)
-    rows = predictor.infer_chunked(windows, chunk)
-    log_likelihoods, row = [], 0
-    for word_ids in plan:
-        total = 0.0
-        for i, token_id in enumerate(word_ids):
-            total += float(rows[row + i][0][token_id])
-        log_likelihoods.append(total)
-        row += len(word_ids)
+    windows = [window for item, span, f in zip(prepared, spans, fields) for word_ids in ids
+               for window in _variants(predictor, item, span, word_ids, f)]
+    rows = iter(predictor.infer_chunked(windows, chunk))
     per_text = []
-    for t, (item, (start, end)) in enumerate(zip(prepared, spans)):
-        lls = np.array(log_likelihoods[t * len(candidates):(t + 1) * len(candidates)])
+    for item, (start, end) in zip(prepared, spans):
+        # Rows come back in window order: text, then candidate, then masked character.
+        lls = np.array([sum(float(next(rows)[0][t]) for t in word_ids) for word_ids in ids])
         probs = np.exp(lls - lls.max())
         probs /= probs.sum()
-        order = np.argsort(-lls, kind="stable")
         per_text.append([Choice(word=candidates[k], score=float(probs[k]),
                                 log_likelihood=float(lls[k]),
                                 sequence=item.text[:start] + candidates[k] + item.text[end:])
-                         for k in order])
+                         for k in np.argsort(-lls, kind="stable")])
     return per_text
+
+
+def _variants(predictor, item, span, word_ids, field):
+    """One window per character of the candidate: that character masked, the others written."""
+    start, end = span
+    expanded = predictor.prepare(item.text[:start] + MASK * len(word_ids) + item.text[end:],
+                                 field)
+    return [expanded.with_tokens({j: t for j, t in enumerate(word_ids) if j != i})
+            for i in range(len(word_ids))]

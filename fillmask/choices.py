@@ -69,6 +69,8 @@ def score(predictor, prepared, candidates, fields, chunk=16):
     spans = [blank_span(item, f) for item, f in zip(prepared, fields)]
     windows = [window for item, span, f in zip(prepared, spans, fields) for word_ids in ids
                for window in _variants(predictor, item, span, word_ids, f)]
+    logger.debug("choices: %d candidates x %d texts, %d model rows", len(candidates),
+                 len(prepared), len(windows))
     rows = iter(predictor.infer_chunked(windows, chunk))
     per_text = []
     for item, (start, end) in zip(prepared, spans):

@@ -65,9 +65,11 @@ def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
     """Blanks of every text: a list (per text) of ``Blank`` lists, in text order."""
     searches = [[_Search(item, masks) for masks in item.blanks] for item in prepared]
     flat = [s for per_text in searches for s in per_text]
+    rows_run = 0
     for step in range(max(len(s.masks) for s in flat)):
         active = [s for s in flat if step < len(s.masks)]
         windows = [s.item.with_tokens(fills) for s in active for _, fills in s.states]
+        rows_run += len(windows)
         rows = iter(predictor.infer_chunked(windows, chunk))
         for search in active:
             expanded = []
@@ -79,6 +81,7 @@ def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
                 search.words = _words(predictor, search, expanded, top_k)
             else:
                 search.states = _prune(expanded, beam)
+    logger.debug("joint: %d blanks decoded with %d model rows", len(flat), rows_run)
     return [[Blank(index=i, masks=s.masks, words=s.words) for i, s in enumerate(per_text)]
             for per_text in searches]
 

@@ -21,6 +21,8 @@ from .text import TextPreparer
 logger = logging.getLogger(__name__)
 
 UNUSED = re.compile(r"^\[unused\d+\]$")
+# bert-base-chinese's ids 104 and 105: placeholders from pre-training, never real text.
+PLACEHOLDERS = {"<S>", "<T>"}
 M_MMAP_THRESHOLD = -3            # mallopt() parameter number in glibc's malloc.h
 
 
@@ -67,11 +69,11 @@ def create_session(path, threads=1):
 
 
 def excluded_ids(words):
-    """Bool array: ids never offered as candidates (special, [unusedN], ## pieces)."""
+    """Bool array: ids never offered as candidates (special, [unusedN], <S>/<T>, ## pieces)."""
     excluded = np.zeros(len(words), dtype=bool)
     for i, word in enumerate(words):
         if (word.startswith("[") and word.endswith("]")) or UNUSED.match(word) \
-                or word.startswith("##") or not word.strip():
+                or word.startswith("##") or word in PLACEHOLDERS or not word.strip():
             excluded[i] = True
     return excluded
 

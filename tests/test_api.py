@@ -64,6 +64,13 @@ def test_spacing_and_case_kept(client):
     assert all(c["sequence"] == "Hello  World " + c["word"] + " 好" for c in body["result"])
 
 
+def test_excluded_ids_rule():
+    from fillmask.predictor import excluded_ids
+    words = ["[PAD]", "[unused7]", "[MASK]", "<S>", "<T>", "##er", "", "好", "[", "]", "a"]
+    assert excluded_ids(words).tolist() == [True, True, True, True, True, True, True,
+                                            False, False, False, False]
+
+
 def test_candidates_exclude_special_unused_and_subwords(client, predictor):
     body = post(client, {"text": "[MASK][MASK][MASK]", "top_k": 50}).get_json()
     for mask in body["masks"]:

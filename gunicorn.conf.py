@@ -23,14 +23,16 @@ backlog = int(os.environ.get("BACKLOG", "64"))
 # gthread: a few threads per worker let concurrent requests meet in the micro-batcher, and idle
 # keep-alive or slow connections do not hold a worker.
 workers = int(os.environ.get("WORKERS", "2"))
-worker_class = "gthread"
+# gthread plus a deadline: a slow client (slowloris) holds a thread for at most `timeout` s.
+worker_class = "fillmask.gunicorn_worker.DeadlineThreadWorker"
 threads = int(os.environ.get("THREADS", "4"))
 preload_app = False
 # Workers × ORT threads = cores: more threads than cores only adds contention.
 os.environ.setdefault("ORT_THREADS", str(default_threads(os.environ)))
 
 # -- Timeouts ----------------------------------------------------------------------------------
-timeout = int(os.environ.get("TIMEOUT", "60"))              # a silent worker is restarted
+# A silent worker is restarted; a request still unanswered after this long is cut.
+timeout = int(os.environ.get("TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish
 keepalive = int(os.environ.get("KEEPALIVE", "5"))
 

@@ -2,10 +2,12 @@
 
 One background thread per worker owns the session. A request thread queues its texts and waits;
 the thread takes everything already queued (up to ``max_batch`` texts), runs it once and hands
-each request its own rows. When the worker is idle a request runs at once (no collection wait
-unless ``window_ms`` asks for one); under load, requests arriving while a batch runs form the
-next batch. On a Raspberry Pi each unbatched run streams the ~400 MB of fp32 weights through
-memory, so one run for many requests is what lets a classroom share one device.
+each request its own rows. When the worker is idle a request runs at once. When it is busy (the
+previous batch ended moments ago) the thread waits up to ``window_ms`` until as many texts as
+that batch had are queued: its requests' clients come back within a few milliseconds, and
+without the wait the first of them would run alone while the others queue behind it. On a
+Raspberry Pi each unbatched run streams the ~400 MB of fp32 weights through memory, so one run
+for many requests is what lets a classroom share one device.
 """
 
 import logging
@@ -31,10 +33,14 @@ class _Job:
 class MicroBatcher:
     """Collects concurrent calls of ``run(items) -> rows per item`` into fewer calls."""
 
-    def __init__(self, run, max_batch=16, window_ms=0.0):
+    def __init__(self, run, max_batch=16, window_ms=0.0, busy_ms=50.0):
         self._run = run
         self.max_batch = max(1, int(max_batch))
         self.window = max(0.0, float(window_ms)) / 1000.0
+        # A request arriving within this long of the last batch's end means the worker is busy.
+        self.busy = max(0.0, float(busy_ms)) / 1000.0
+        self._last_end = float("-inf")
+        self._last_size = 1
         self._queue = queue.Queue()
         self._carry = None
         self._thread = None
@@ -66,11 +72,14 @@ class MicroBatcher:
         first = self._carry or self._queue.get()
         self._carry = None
         jobs, count = [first], len(first.items)
-        deadline = time.monotonic() + self.window
+        now = time.monotonic()
+        busy = now - self._last_end < self.busy
+        deadline = now + self.window if busy else now
+        expected = self._last_size if busy else 1    # a lone client never waits for itself
         while count < self.max_batch:
             try:
                 remaining = deadline - time.monotonic()
-                job = self._queue.get(timeout=remaining) if remaining > 0 \
+                job = self._queue.get(timeout=remaining) if count < expected and remaining > 0 \
                     else self._queue.get_nowait()
             except queue.Empty:
                 break
@@ -86,6 +95,8 @@ class MicroBatcher:
             jobs = self._collect()
             try:
                 self._execute(jobs)
+                self._last_end = time.monotonic()
+                self._last_size = sum(len(job.items) for job in jobs)
             except BaseException:  # never let the worker's only inference thread die
                 logger.exception("micro-batcher failed")
                 for job in jobs:

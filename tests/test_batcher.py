@@ -1,0 +1,194 @@
+"""Micro-batching: batched answers equal unbatched ones, errors stay per request, runs merge."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from fillmask.batcher import MicroBatcher
+
+TEXTS = ["今天天气真[MASK]啊", "床前明月[MASK]，疑是地上霜。", "[MASK]", "我爱北京天安[MASK]。",
+         "[MASK]前明月光，疑是地上[MASK]。", "春眠不觉晓，处处闻啼[MASK]。夜来风雨声，花落知多少。"]
+
+
+class GatedRun:
+    """A fake ``run``: records each batch, and holds the first one until ``release()``.
+
+    While the first batch is held, later submissions pile up in the queue, so what the next
+    batch contains is decided by the batcher alone, not by thread timing.
+    """
+
+    def __init__(self, fail_on=None):
+        self.batches = []
+        self.fail_on = fail_on
+        self.started = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self, items):
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail_on is not None and self.fail_on in items:
+            raise ValueError(f"cannot run {self.fail_on!r}")
+        self.batches.append(list(items))
+        return [f"row:{item}" for item in items]
+
+    def release(self):
+        self.gate.set()
+
+
+def submit_while_held(batcher, run, first, others):
+    """Submit ``first``, then ``others`` (each a list of items) while the first run is held.
+
+    Returns one (result or exception) per submission, in submission order.
+    """
+    outcomes = [None] * (1 + len(others))
+
+    def call(index, items):
+        try:
+            outcomes[index] = batcher.submit(items)
+        except Exception as exc:            # the error is the outcome under test
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=call, args=(0, first))]
+    threads[0].start()
+    assert run.started.wait(10)
+    for index, items in enumerate(others, start=1):
+        threads.append(threading.Thread(target=call, args=(index, items)))
+        threads[-1].start()
+    deadline = time.monotonic() + 10
+    while batcher._queue.qsize() < len(others) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    run.release()
+    for thread in threads:
+        thread.join(10)
+    return outcomes
+
+
+def test_concurrent_requests_merge_into_one_run():
+    run = GatedRun()
+    batcher = MicroBatcher(run, max_batch=16)
+    outcomes = submit_while_held(batcher, run, ["a"], [["b"], ["c", "d"], ["e"]])
+    assert run.batches == [["a"], ["b", "c", "d", "e"]]
+    assert outcomes == [["row:a"], ["row:b"], ["row:c", "row:d"], ["row:e"]]
+    assert (batcher.batches, batcher.items) == (2, 5)
+
+
+def test_batch_size_is_capped_and_order_kept():
+    run = GatedRun()
+    batcher = MicroBatcher(run, max_batch=3)
+    others = [["b"], ["c"], ["d", "e"], ["f"], ["g"], ["h"]]
+    outcomes = submit_while_held(batcher, run, ["a"], others)
+    # ["d", "e"] does not fit after b, c: it starts the next batch instead of being split.
+    assert run.batches == [["a"], ["b", "c"], ["d", "e", "f"], ["g", "h"]]
+    assert outcomes[3] == ["row:d", "row:e"] and outcomes[6] == ["row:h"]
+
+
+def test_one_failing_request_does_not_fail_the_others():
+    run = GatedRun(fail_on="bad")
+    batcher = MicroBatcher(run, max_batch=16)
+    outcomes = submit_while_held(batcher, run, ["a"], [["b"], ["bad"], ["c"]])
+    assert outcomes[0] == ["row:a"] and outcomes[1] == ["row:b"] and outcomes[3] == ["row:c"]
+    assert isinstance(outcomes[2], ValueError) and "bad" in str(outcomes[2])
+    # The merged run failed, then each request was rerun alone.
+    assert run.batches == [["a"], ["b"], ["c"]]
+
+
+def test_a_failure_for_everyone_reaches_everyone_and_the_thread_survives():
+    def broken(items):
+        raise RuntimeError("session gone")
+
+    batcher = MicroBatcher(broken)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="session gone"):
+            batcher.submit(["x"])
+    assert batcher._thread.is_alive()
+
+
+def test_idle_request_runs_without_waiting_for_the_window():
+    batcher = MicroBatcher(lambda items: list(items), window_ms=2000)
+    start = time.monotonic()
+    assert batcher.submit(["x"]) == ["x"]
+    # Idle: no 2 s collection wait. Busy but alone: still no wait for a partner.
+    assert batcher.submit(["y"]) == ["y"]
+    assert time.monotonic() - start < 1.5
+
+
+def test_busy_batcher_waits_for_the_clients_of_the_last_batch():
+    run = GatedRun()
+    batcher = MicroBatcher(run, max_batch=16, window_ms=2000)
+    submit_while_held(batcher, run, ["a"], [["b"], ["c"]])
+    assert run.batches == [["a"], ["b", "c"]]
+    # The last batch had 2 texts: a request arriving right after waits for a second one.
+    results = []
+    first = threading.Thread(target=lambda: results.append(batcher.submit(["d"])))
+    first.start()
+    time.sleep(0.1)
+    assert batcher.submit(["e"]) == ["row:e"]
+    first.join(10)
+    assert run.batches[-1] == ["d", "e"] and results == [["row:d"]]
+
+
+def test_batched_rows_equal_unbatched(predictor):
+    prepared = [predictor.prepare(t) for t in TEXTS]
+    together = predictor.log_probs(prepared)
+    for item, rows in zip(prepared, together):
+        (alone,) = predictor.log_probs([item])
+        assert rows.shape == (item.num_masks, len(predictor.words))
+        np.testing.assert_allclose(rows, alone, atol=1e-4)
+        assert (rows.argmax(axis=1) == alone.argmax(axis=1)).all()
+
+
+def answer_of(body):
+    """Words and scores of every mask of one /predict text result."""
+    words = [[c["word"] for c in m["candidates"]] for m in body["masks"]]
+    scores = [c["score"] for m in body["masks"] for c in m["candidates"]]
+    return words, scores
+
+
+def assert_same_answer(got, expected):
+    assert got[0] == expected[0]
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-5)
+
+
+def test_concurrent_http_requests_get_their_own_answers(app, predictor, monkeypatch):
+    batcher = predictor.infer.__self__
+    expected = {}
+    for text in TEXTS:
+        item = predictor.prepare(text)
+        (rows,) = predictor.log_probs([item])        # unbatched, straight to the session
+        masks = predictor.candidates(item, rows, 5)
+        expected[text] = ([[c.word for c in m] for m in masks],
+                          [c.score for m in masks for c in m])
+    # Slow each run a little so that requests arriving meanwhile are sure to meet.
+    real_run = batcher._run
+    monkeypatch.setattr(batcher, "_run", lambda items: (time.sleep(0.05), real_run(items))[1])
+    bad = {"text": "没有面具"}                  # no [MASK]: a 400 of its own
+    bodies = [{"text": t} for t in TEXTS * 2] + [bad]
+    before = (batcher.batches, batcher.items)
+    barrier = threading.Barrier(len(bodies))
+
+    def call(body):
+        client = app.test_client()
+        barrier.wait(10)
+        return client.post("/predict", json=body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(call, bodies))
+    for body, response in zip(bodies, responses):
+        if body is bad:
+            assert response.status_code == 400 and response.get_json()["code"] == "no_mask"
+        else:
+            assert response.status_code == 200
+            assert_same_answer(answer_of(response.get_json()), expected[body["text"]])
+    runs, items = batcher.batches - before[0], batcher.items - before[1]
+    assert items == len(TEXTS) * 2
+    assert runs < items      # concurrent requests shared runs
+
+
+def test_batch_of_texts_equals_single_requests(client):
+    together = client.post("/predict", json={"texts": TEXTS}).get_json()["results"]
+    for text, result in zip(TEXTS, together):
+        alone = client.post("/predict", json={"text": text}).get_json()
+        assert_same_answer(answer_of(result), answer_of(alone))

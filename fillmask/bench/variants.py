@@ -1,0 +1,40 @@
+"""The four things compared, each behind the same ``predict_mask(text, top_k)`` call."""
+
+import logging
+
+from fillmask.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("pipeline", "reference", "ours-fp32", "ours-int8")
+
+
+class Ours:
+    """This project's predictor (tokenise, one ``session.run``, top-k) at one precision."""
+
+    def __init__(self, model_dir, precision, threads=1, max_length=512):
+        self.name = f"ours-{precision}"
+        self.predictor = Predictor(model_dir, precision=precision, max_length=max_length,
+                                   threads=threads, verify="none")
+
+    def predict_mask(self, text, top_k=5):
+        """Top-k (word, probability) for the first [MASK] of ``text``."""
+        first = self.predictor.predict([text], top_k)[0][0]
+        return [(c.word, c.score) for c in first]
+
+
+def load_variant(name, models, threads):
+    """Build one variant from ``BenchModels``; ``None`` when its files are not available."""
+    if name.startswith("ours-"):
+        return Ours(models.model_dir, name.split("-", 1)[1], threads)
+    if name == "reference":
+        if models.reference_onnx is None:
+            return None
+        from .reference import ReferenceDesign
+        return ReferenceDesign(models.reference_onnx, models.source_dir, threads)
+    if name == "pipeline":
+        if models.source_dir is None:
+            return None
+        from .pipeline import TransformersPipeline
+        return TransformersPipeline(models.source_dir, threads)
+    raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")

@@ -260,3 +260,31 @@ def test_manifest_matches_the_files(tiny_model_dir):
     manifest = json.loads((tiny_model_dir / "manifest.json").read_text(encoding="utf-8"))
     for name in ("model.onnx", "tokenizer.json"):
         assert manifest["files"][name]["sha256"] == sha256_of(tiny_model_dir / name)
+
+
+# -- request limits in front of the app ---------------------------------------------------------
+
+@pytest.mark.live
+def test_gunicorn_refuses_oversized_requests(tiny_model_dir):
+    """Request line, header count and header size limits answer 4xx; the server carries on."""
+    import requests
+    from live import GunicornServer
+    with GunicornServer(tiny_model_dir, WORKERS="1") as server:
+        url = server.url
+        answers = {
+            "long_request_line": requests.get(url + "/health?" + "a" * 5000, timeout=10),
+            "too_many_headers": requests.get(url + "/health", timeout=10,
+                                             headers={f"X-H{i}": "1" for i in range(60)}),
+            "huge_header": requests.get(url + "/health", headers={"X-Big": "a" * 9000},
+                                        timeout=10),
+            "huge_body": requests.post(url + "/predict", data=b"{" + b" " * (2 << 20) + b"}",
+                                       headers={"Content-Type": "application/json"},
+                                       timeout=30),
+        }
+        for name, r in answers.items():
+            assert 400 <= r.status_code < 500, (name, r.status_code)
+            assert "Traceback" not in r.text and str(ROOT) not in r.text, name
+        assert answers["huge_body"].status_code == 413
+        assert answers["huge_body"].json()["code"] == "request_entity_too_large"
+        ok = requests.post(url + "/predict", json=GOOD, timeout=10)
+        assert ok.status_code == 200 and ok.json()["success"] is True

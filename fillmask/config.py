@@ -30,7 +30,7 @@ class Config:
     cache_size: int = 256                  # LRU of recent identical requests; 0 turns it off
     batching: bool = True                  # micro-batch concurrent requests in one worker
     batch_max: int = 16                    # texts per micro-batch
-    batch_window_ms: float = 0.0           # extra wait to collect a batch; 0 = none when idle
+    batch_window_ms: float = 5.0           # busy worker: wait for the last batch's clients
     model_verify: str = "size"             # none | size | sha256 (per worker; master: sha256)
     cors_origins: str = ""                 # comma-separated origins allowed to call the API
     api_token: str = ""                    # when set, the JSON API needs "Authorization: Bearer"

@@ -49,6 +49,15 @@ class SpecChecker:
                             f"{errors[0].message[:300]} at {list(errors[0].absolute_path)}")
         return body
 
+    def validate_request(self, path, method, body):
+        """Raise AssertionError unless ``body`` matches the documented request body."""
+        pointer = ("#/paths/" + _escape(path) + f"/{method.lower()}/requestBody/content/"
+                   + _escape(JSON) + "/schema")
+        errors = list(Draft202012Validator({"$ref": SPEC_URI + pointer},
+                                           registry=self.registry).iter_errors(body))
+        assert not errors, (f"{method} {path}: the server accepted a body the spec refuses: "
+                            f"{errors[0].message[:300]}")
+
     def check(self, response, path, method="POST"):
         """Validate a Flask test-client or ``requests`` response; return its JSON body."""
         status = getattr(response, "status_code")

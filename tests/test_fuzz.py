@@ -1,7 +1,7 @@
 """Fuzzing: hypothesis against the request handler, schemathesis against a live Gunicorn.
 
 Whatever arrives, the answer is never a 5xx, is JSON, and matches the OpenAPI document.
-SCHEMATHESIS_EXAMPLES (default 50) bounds the examples per operation of the live run.
+SCHEMATHESIS_EXAMPLES (default 100) bounds the examples per operation of the live run.
 """
 
 import collections
@@ -11,12 +11,12 @@ import re
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from openapi_check import SpecChecker
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 MASKS = ["[MASK]", "[mask]", "［MASK］", "[Mask]", "［mask］", "[ MASK ]", "[MASK", "MASK]", "[[MASK]]"]
@@ -38,7 +38,22 @@ json_value = st.recursive(json_scalar, lambda inner: st.one_of(
 top_k = st.one_of(st.integers(-3, 60), json_value)
 words = st.lists(st.one_of(st.sampled_from(["好", "天气", "添足", "[MASK]", "", " "]), masked_text),
                  max_size=25)
-predict_body = st.fixed_dictionaries({}, optional={
+# Mostly-valid bodies reach the model, joint decoding and candidate scoring (at least one mask).
+valid_text = st.tuples(st.lists(piece, max_size=12), st.sampled_from(MASKS[:6]),
+                       st.lists(piece, max_size=12)).map(lambda t: "".join(t[0]) + t[1]
+                                                         + "".join(t[2]))
+known_words = st.lists(st.sampled_from(["好", "天", "花", "雨", "好天", "花雨", "天天好"]),
+                       min_size=1, max_size=6)
+options = st.fixed_dictionaries({}, optional={"top_k": st.integers(1, 50),
+                                              "joint": st.booleans()})
+choice = st.one_of(st.just({}), known_words.map(lambda w: {"targets": w}),
+                   known_words.map(lambda w: {"candidates": w}))
+valid_predict = st.builds(lambda texts, opts, extra: {**texts, **opts, **extra},
+                          st.one_of(valid_text.map(lambda t: {"text": t}),
+                                    st.lists(valid_text, min_size=1, max_size=4).map(
+                                        lambda ts: {"texts": ts})),
+                          options, choice)
+wild_predict = st.fixed_dictionaries({}, optional={
     "text": st.one_of(masked_text, json_value),
     "texts": st.one_of(st.lists(masked_text, max_size=6), json_value),
     "top_k": top_k,
@@ -47,8 +62,9 @@ predict_body = st.fixed_dictionaries({}, optional={
     "candidates": st.one_of(words, json_value),
     "extra": json_value,
 })
+predict_body = st.one_of(valid_predict, wild_predict)
 hf_body = st.fixed_dictionaries({}, optional={
-    "inputs": st.one_of(masked_text, st.lists(masked_text, max_size=6), json_value),
+    "inputs": st.one_of(valid_text, st.lists(valid_text, max_size=6), masked_text, json_value),
     "parameters": st.one_of(st.fixed_dictionaries({}, optional={"top_k": top_k,
                                                                "targets": words}), json_value),
 })
@@ -63,10 +79,13 @@ def post(client, path, data, content_type="application/json"):
     return client.post(path, data=data, content_type=content_type)
 
 
-def assert_sound(checker, response, path):
-    """No 5xx; JSON matching the spec; real characters, no escaped surrogates left."""
+def assert_sound(checker, response, path, sent=None):
+    """No 5xx; the answer matches the spec; a body the server accepted matches it too."""
     assert response.status_code < 500, response.get_data(as_text=True)[:500]
-    checker.check(response, path)
+    body = checker.check(response, path)
+    event(f"{response.status_code} {body.get('code', '') if isinstance(body, dict) else ''}")
+    if response.status_code == 200 and sent is not None:
+        checker.validate_request(path, "POST", sent)
 
 
 def encode(body):
@@ -85,13 +104,13 @@ def encode(body):
 @example(body={"texts": ["\u202e[MASK]\u202c", "😀[MASK]😀", "\x00[MASK]\x00"]})
 @example(body={"text": "\ud800[MASK]\udfff"})
 def test_fuzz_predict(client, checker, body):
-    assert_sound(checker, post(client, "/predict", encode(body)), "/predict")
+    assert_sound(checker, post(client, "/predict", encode(body)), "/predict", body)
 
 
 @FUZZ
 @given(body=hf_body)
 def test_fuzz_fill_mask(client, checker, body):
-    assert_sound(checker, post(client, "/fill-mask", encode(body)), "/fill-mask")
+    assert_sound(checker, post(client, "/fill-mask", encode(body)), "/fill-mask", body)
 
 
 @FUZZ
@@ -187,7 +206,7 @@ LIVE_CHECKS = [schemathesis.checks.not_a_server_error,
 
 @pytest.mark.live
 @live.parametrize()
-@settings(max_examples=int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50")), deadline=None,
+@settings(max_examples=int(os.environ.get("SCHEMATHESIS_EXAMPLES", "100")), deadline=None,
           suppress_health_check=list(HealthCheck))
 def test_schemathesis_live(case):
     case.call_and_validate(checks=LIVE_CHECKS, timeout=30)

@@ -18,6 +18,10 @@ from fillmask.errors import ModelFilesError
 # -- Server socket -----------------------------------------------------------------------------
 bind = os.environ.get("BIND", "0.0.0.0:5000")
 backlog = int(os.environ.get("BACKLOG", "64"))
+# SO_REUSEPORT: each worker listens on its own socket and the kernel spreads connections over
+# them. On one shared socket a single worker took 98% of 32 keep-alive clients' work
+# (tests/test_load.py), leaving the other's cores idle.
+reuse_port = os.environ.get("REUSE_PORT", "1").lower() not in ("0", "false", "off")
 
 # -- Workers -----------------------------------------------------------------------------------
 # gthread: a few threads per worker let concurrent requests meet in the micro-batcher, and idle

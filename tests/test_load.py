@@ -141,12 +141,19 @@ def wait_for_workers(server, count, exclude=(), seconds=15):
 
 def test_concurrent_clients(server):
     """32 clients for LOAD_SECONDS against 2 workers: zero errors, p99 reported."""
+    workers = [psutil.Process(pid) for pid in server.worker_pids()]
+    cpu_before = [sum(w.cpu_times()[:2]) for w in workers]
     load = Load(server.url).start().join()
-    figures = {"clients": CLIENTS, "seconds": LOAD_SECONDS, "workers": 2, **load.summary()}
+    cpu = [sum(w.cpu_times()[:2]) - b for w, b in zip(workers, cpu_before)]
+    figures = {"clients": CLIENTS, "seconds": LOAD_SECONDS, "workers": 2, **load.summary(),
+               # How evenly the kernel spread the clients' connections over the workers.
+               "worker_cpu_share_pct": sorted(round(100 * c / sum(cpu)) for c in cpu)}
     record("concurrent_load", figures)
     failures = [r for r in load.results if not r[3]]
     assert not failures, failures[:5]
     assert figures["requests"] >= CLIENTS
+    # Both workers work (REUSE_PORT): neither is left idle by one taking every connection.
+    assert min(figures["worker_cpu_share_pct"]) >= 15
 
 
 def test_sigkill_one_worker_mid_load(server):

@@ -92,7 +92,8 @@ CASES = [
     predict("top_k_null", 400, "invalid_top_k", "integer", {"text": GOOD, "top_k": None}),
     raw("top_k_nan", 400, "invalid_top_k", "integer", '{"text": "好[MASK]", "top_k": NaN}'),
     # -- targets
-    predict("targets_empty", 400, "invalid_targets", "non-empty list", {"text": GOOD, "targets": []}),
+    predict("targets_empty", 400, "invalid_targets", "non-empty list",
+            {"text": GOOD, "targets": []}),
     predict("targets_object", 400, "invalid_targets", "non-empty list",
             {"text": GOOD, "targets": {"好": 1}}),
     predict("targets_number", 400, "invalid_targets", "non-empty string",

@@ -10,7 +10,6 @@ Needs requirements-export.txt (torch, transformers, onnx); the service itself do
 """
 
 import argparse
-import gc
 import json
 import platform
 import resource
@@ -120,7 +119,7 @@ def build(args):
     steps.run("export ONNX (TorchScript exporter, masked rows only)", export.export_graph,
               model, special["mask"], raw, args.opset)
     del model
-    gc.collect()
+    export.release_memory()
 
     fusions = steps.run("optimise (onnxruntime BERT fusions)", export.optimize_graph, raw,
                         out / PRECISION_FILES["fp32"], config.num_attention_heads,

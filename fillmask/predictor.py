@@ -54,6 +54,8 @@ def create_session(path, threads=1):
 
     Sequential execution with ``threads`` intra-op threads: the parallel executor measured 2x
     slower for BERT's chain of ops, and inter-op threads would only compete with intra-op ones.
+    SkipLayerNormalization fusion stays off: its kernel measured slower than Add +
+    LayerNormalization (see ``fillmask.export.fusion_options``).
     """
     return_freed_memory()
     options = ort.SessionOptions()
@@ -62,7 +64,8 @@ def create_session(path, threads=1):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=["SkipLayerNormFusion"])
     if "CPUExecutionProvider" not in session.get_providers():
         raise RuntimeError(f"CPUExecutionProvider unavailable: {session.get_providers()}")
     return session

@@ -83,7 +83,8 @@ def test_manifest_contents(manifest, tiny_model_dir):
     # every optimisation the service relies on happened
     assert manifest["fusions"]["Attention"] == 2
     assert manifest["fusions"]["EmbedLayerNormalization"] == 1
-    assert manifest["fusions"]["SkipLayerNormalization"] >= 2
+    # left unfused on purpose: slower than Add + LayerNormalization (export.fusion_options)
+    assert "SkipLayerNormalization" not in manifest["fusions"]
     for name, entry in manifest["files"].items():
         path = tiny_model_dir / name
         assert entry == {"sha256": sha256_of(path), "bytes": path.stat().st_size}

@@ -17,6 +17,7 @@ import argparse
 import gc
 import os
 import platform
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")      # everything is local; never wait on the hub
 
 from fillmask.bench import flops, http_load, latency, memory, models, report  # noqa: E402
+from fillmask.bench.reference import compare_graphs  # noqa: E402
 from fillmask.bench.variants import VARIANTS, load_variant  # noqa: E402
+from fillmask.config import Config  # noqa: E402
 
 TOKENS = (16, 64, 128)
 CLIENTS = (1, 4, 16)
@@ -70,6 +73,14 @@ def machine():
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
+def load_average():
+    """The 1/5/15-minute load averages: how busy the machine was around the run."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def versions():
     """Library versions the numbers depend on."""
     import onnxruntime
@@ -100,6 +111,10 @@ def run_latency(bench_models, args, reps):
         result["ours_fp32_vs_reference"] = inverse["ours"]
     del loaded, variants
     gc.collect()
+    if bench_models.reference_onnx:
+        result["graphs_at_64_tokens"] = compare_graphs(
+            bench_models.model_dir / "model.onnx", bench_models.reference_onnx, args.threads,
+            reps=30 if args.quick else 100)
     return result
 
 
@@ -134,8 +149,12 @@ def run_http(bench_models, seconds, rounds):
     finally:
         for server in servers.values():
             server.stop()
-    config = (f"WORKERS={env['WORKERS']}, THREADS={env.get('THREADS', 'default')}, "
-              f"ORT_THREADS={env['ORT_THREADS']}, CACHE_SIZE=0")
+    defaults = Config()
+    threads = env.get("THREADS") or re.search(r'"THREADS", "(\d+)"',
+                                              (ROOT / "gunicorn.conf.py").read_text()).group(1)
+    config = (f"WORKERS={env['WORKERS']}, THREADS={threads}, ORT_THREADS={env['ORT_THREADS']}, "
+              f"BATCH_MAX={defaults.batch_max}, BATCH_WINDOW_MS={defaults.batch_window_ms:g}, "
+              "CACHE_SIZE=0")
     return {"servers": results, "worker_peak_rss_mb": rss, "config": config,
             "text_tokens": HTTP_TOKENS, "seconds": seconds, "rounds": rounds}
 
@@ -151,7 +170,7 @@ def main(argv=None):
     else:
         bench_models = models.random_models(work / "random-bert-base-chinese")
     print(f"weights: {bench_models.label}", flush=True)
-    reps = 15 if args.quick else 60
+    reps = 8 if args.quick else 40
     command = "python bench.py" + (" --quick" if args.quick else "") + \
         (f" --model {args.model}" if args.model else "") + \
         (f" --threads {args.threads}" if args.threads != 2 else "")
@@ -161,7 +180,7 @@ def main(argv=None):
                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         "machine": machine(), "versions": versions(),
                         "threads": args.threads, "latency_reps": reps,
-                        "quick": args.quick}}
+                        "quick": args.quick, "load_average_before": load_average()}}
     print(f"[1/4] single-request latency, {reps} interleaved repetitions ...", flush=True)
     results["latency"] = run_latency(bench_models, args, reps)
     if "flops" not in skip:
@@ -182,8 +201,9 @@ def main(argv=None):
                                                               2 if args.quick else 5)
     if "http" not in skip:
         print("[4/4] HTTP load through Gunicorn ...", flush=True)
-        results["http"] = run_http(bench_models, 4 if args.quick else 10, 2 if args.quick else 3)
+        results["http"] = run_http(bench_models, 3 if args.quick else 8, 2 if args.quick else 3)
     results["meta"]["seconds"] = round(time.perf_counter() - started)
+    results["meta"]["load_average_after"] = load_average()
     text = report.write_all(results, args.out)
     print(text)
     print(f"wrote {args.out}/results.json, results.md, chart.png in "

@@ -23,7 +23,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def peak_rss_mb():
-    """This process's peak resident set size so far, in MB (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MB.
+
+    VmHWM, not ``getrusage``: Linux carries ``ru_maxrss`` over from the parent through fork and
+    exec, so a child of the (large) benchmark process would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

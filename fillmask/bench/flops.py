@@ -33,7 +33,6 @@ def bert_flops(tokens, masks=1, full_logits=False, layers=12, hidden=768, interm
 
 def gemm_graph(m, k, n):
     """A one-MatMul ONNX model [m, k] × [k, n] (the weight as an initializer, as in BERT)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(

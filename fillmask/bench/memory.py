@@ -38,7 +38,7 @@ def peak_rss_mb():
 
 
 def ours_answerer(model_dir, precision, threads):
-    """Build the app exactly as a worker does; return a function answering one text."""
+    """Build the app exactly as a worker does; return a function answering a list of texts."""
     from app import create_app
     from fillmask.config import Config
 
@@ -60,6 +60,7 @@ def other_answerer(variant, args):
     from .variants import load_variant
     from .models import BenchModels
 
+    # Only the paths matter here; the label is the parent's business.
     models = BenchModels(Path(args.model_dir), args.source and Path(args.source),
                          args.reference and Path(args.reference), random_weights=True)
     runner = load_variant(variant, models, args.threads)

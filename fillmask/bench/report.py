@@ -154,7 +154,8 @@ def chart(results, path):
                     ecolor="black", capsize=2, linewidth=0.8)
     ax.set_xticks(np.arange(len(tokens)) + width * (len(summary) - 1) / 2)
     ax.set_xticklabels([f"{t} tokens" for t in tokens])
-    ax.set_ylabel("ms per request (bar p50, whisker p95)")
+    ax.set_yscale("log")       # the pipeline's p95 would otherwise flatten every other bar
+    ax.set_ylabel("ms per request, log scale (bar p50, whisker p95)")
     ax.set_title("Single request, one [MASK]")
     ax.legend(fontsize=8)
     if http:
@@ -169,7 +170,8 @@ def chart(results, path):
         ax.set_ylabel("requests per second")
         ax.set_title(f"Gunicorn on loopback, {http['text_tokens']}-token texts")
         ax.legend(fontsize=8)
-    weights = "random weights" if results["meta"]["random_weights"] else "real weights"
+    weights = "RANDOMLY INITIALISED weights" if results["meta"]["random_weights"] \
+        else "real weights"
     fig.suptitle(f"bert-base-chinese architecture, {weights} — {results['meta']['machine']}",
                  fontsize=9)
     fig.tight_layout()

@@ -15,6 +15,7 @@ every output. Needs requirements-dev.txt (torch, transformers, matplotlib).
 
 import argparse
 import gc
+import json
 import os
 import platform
 import re
@@ -118,18 +119,20 @@ def run_latency(bench_models, args, reps):
     return result
 
 
-def run_flops(lat, threads):
+def run_flops(lat, threads, model_dir):
     """GEMM peak here, and FLOPs / achieved rate of ours fp32 per token count."""
     peak = flops.gemm_peak(threads)
+    arch = flops.architecture(json.loads((model_dir / "manifest.json").read_text("utf-8")))
     per_request = {}
     for tokens in TOKENS:
         p50 = lat["summary"]["ours-fp32"][tokens]["p50_ms"]
-        row = flops.achieved(p50, tokens)
-        row["gflop_reference"] = round(flops.bert_flops(tokens, full_logits=True) / 1e9, 3)
+        row = flops.achieved(p50, tokens, **arch)
+        row["gflop_reference"] = round(
+            flops.bert_flops(tokens, full_logits=True, **arch) / 1e9, 3)
         row["fraction_of_peak"] = round(row["gflops_achieved"] / peak["gflops"], 3)
         row["lower_bound_ms"] = round(row["gflop"] / peak["gflops"] * 1000, 1)
         per_request[tokens] = row
-    return {"gemm_peak": peak, "per_request": per_request,
+    return {"gemm_peak": peak, "per_request": per_request, "architecture": arch,
             "note": "matrix products only, 2 FLOPs per multiply-add"}
 
 
@@ -138,6 +141,8 @@ def run_http(bench_models, seconds, rounds):
     configs = {"fp32, batching on": {},
                "fp32, batching off": {"BATCHING": "0"},
                "int8, batching on": {"MODEL_PRECISION": "int8"}}
+    if not (bench_models.model_dir / "model.int8.onnx").is_file():
+        del configs["int8, batching on"]
     texts = http_load.load_texts(latency.bench_text(HTTP_TOKENS))
     servers = {}
     try:
@@ -185,18 +190,16 @@ def main(argv=None):
     results["latency"] = run_latency(bench_models, args, reps)
     if "flops" not in skip:
         print("[2/4] FLOPs and GEMM peak ...", flush=True)
-        results["flops"] = run_flops(results["latency"], args.threads)
+        results["flops"] = run_flops(results["latency"], args.threads, bench_models.model_dir)
     if "startup" not in skip:
         print("[3/4] cold start, load time, peak RSS (one fresh process each) ...", flush=True)
-        names = [n for n in VARIANTS if n.startswith("ours-")
-                 or (n == "pipeline" and bench_models.source_dir)
-                 or (n == "reference" and bench_models.reference_onnx)]
+        names = [n for n in results["latency"]["summary"]]     # the variants that loaded
         results["startup"] = memory.measure(names, bench_models, args.threads,
                                             2 if args.quick else 5)
         paths = {"ours-fp32": bench_models.model_dir / "model.onnx",
-                 "ours-int8": bench_models.model_dir / "model.int8.onnx"}
-        if bench_models.reference_onnx:
-            paths["reference"] = bench_models.reference_onnx
+                 "ours-int8": bench_models.model_dir / "model.int8.onnx",
+                 "reference": bench_models.reference_onnx}
+        paths = {name: path for name, path in paths.items() if path and path.is_file()}
         results["session_load_s"] = memory.session_load_times(paths, args.threads,
                                                               2 if args.quick else 5)
     if "http" not in skip:

@@ -73,8 +73,20 @@ def gemm_peak(threads, m=512, k=768, n=3072, reps=20):
             "gflops": round(flop / min(times) / 1e9, 1)}
 
 
-def achieved(latency_p50_ms, tokens, masks=1, full_logits=False):
+def architecture(manifest):
+    """``bert_flops`` keyword arguments from an exported model's manifest.json.
+
+    The manifest records layers, hidden size and vocabulary; the feed-forward width is BERT's
+    4 × hidden (3072 for bert-base-chinese).
+    """
+    arch = manifest.get("architecture", {})
+    hidden = arch.get("hidden", BERT_BASE["hidden"])
+    return {"layers": arch.get("layers", BERT_BASE["layers"]), "hidden": hidden,
+            "intermediate": 4 * hidden, "vocab": manifest.get("vocab_size", BERT_BASE["vocab"])}
+
+
+def achieved(latency_p50_ms, tokens, masks=1, full_logits=False, **arch):
     """GFLOP/s reached by one request of ``tokens`` at the given median latency."""
-    flops = bert_flops(tokens, masks, full_logits)
+    flops = bert_flops(tokens, masks, full_logits, **arch)
     return {"gflop": round(flops / 1e9, 3),
             "gflops_achieved": round(flops / (latency_p50_ms / 1000) / 1e9, 1)}

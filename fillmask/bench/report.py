@@ -74,7 +74,8 @@ def markdown(results):
     for variant, per in lat["summary"].items():
         cells = " | ".join(f"{per[t]['p50_ms']:.1f} / {per[t]['p95_ms']:.1f} ms" for t in tokens)
         ratio = lat["ratios_to_pipeline"].get(variant)
-        speed = " / ".join(f"{ratio[t]:.2f}×" for t in tokens) if ratio else "1 (baseline)"
+        baseline = "1 (baseline)" if variant == "pipeline" else "not measured"
+        speed = " / ".join(f"{ratio[t]:.2f}×" for t in tokens) if ratio else baseline
         lines.append(f"| {LABELS.get(variant, variant)} | {cells} | {speed} |")
     lines += ["", "Speed-ups are medians of per-repetition ratios (pipeline time ÷ variant "
               "time, measured back to back in the same repetition)."]

@@ -2,6 +2,7 @@
 
 import logging
 
+from fillmask.model_files import PRECISION_FILES, open_model_dir
 from fillmask.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -12,8 +13,11 @@ VARIANTS = ("pipeline", "reference", "ours-fp32", "ours-int8")
 class Ours:
     """This project's predictor (tokenise, one ``session.run``, top-k) at one precision."""
 
-    def __init__(self, model_dir, precision, threads=1, max_length=512):
+    def __init__(self, model_dir, precision, threads=1, max_length=None):
         self.name = f"ours-{precision}"
+        if max_length is None:       # the longest the model allows, so 128-token texts fit whole
+            manifest = open_model_dir(model_dir, precision, verify="none").manifest
+            max_length = int(manifest.get("max_length", 512))
         self.predictor = Predictor(model_dir, precision=precision, max_length=max_length,
                                    threads=threads, verify="none")
 
@@ -26,7 +30,10 @@ class Ours:
 def load_variant(name, models, threads):
     """Build one variant from ``BenchModels``; ``None`` when its files are not available."""
     if name.startswith("ours-"):
-        return Ours(models.model_dir, name.split("-", 1)[1], threads)
+        precision = name.split("-", 1)[1]
+        if not (models.model_dir / PRECISION_FILES[precision]).is_file():
+            return None                      # e.g. exported without --int8
+        return Ours(models.model_dir, precision, threads)
     if name == "reference":
         if models.reference_onnx is None:
             return None

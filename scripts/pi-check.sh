@@ -176,10 +176,10 @@ install_venv() {
   local stamp
   stamp="$WORK/.venv-$(cat "$ROOT/requirements.txt" "$ROOTFS/srv/requirements-tests.txt" | sha256sum | cut -c1-16)"
   [ -e "$stamp" ] && { log "venv up to date"; return; }
-  log "venv: pip install requirements.txt + test tools (aarch64 wheels only)"
+  log "venv: pip install requirements.txt (aarch64 wheels only, as on a Pi), then test tools"
   in_pi python3 -m venv /opt/venv
-  in_pi pip install -q --only-binary=:all: -r /srv/fillmask/requirements.txt \
-    -r /srv/requirements-tests.txt
+  in_pi pip install -q --only-binary=:all: -r /srv/fillmask/requirements.txt
+  in_pi pip install -q -r /srv/requirements-tests.txt
   in_pi pip list --format=freeze | grep -i -E '^(onnxruntime|numpy|tokenizers|flask|gunicorn)=' >&2
   touch "$stamp"
 }

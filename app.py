@@ -41,9 +41,10 @@ def create_app(config=None):
 
 def load_predictor(rt):
     """Create the worker's predictor; keep the reason when it cannot (503s until fixed)."""
-    from fillmask.predictor import Predictor
+    from fillmask.predictor import Predictor, return_freed_memory
 
     cfg = rt.config
+    return_freed_memory()      # before the session is built: its parsed copy goes back to the OS
     try:
         predictor = Predictor(cfg.model_dir, precision=cfg.model_precision,
                               max_length=cfg.max_length, threads=cfg.ort_threads,

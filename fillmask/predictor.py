@@ -41,7 +41,9 @@ def return_freed_memory():
 
     Loading a model parses the whole ONNX file and copies every weight out of it; with glibc's
     default (a threshold that grows as big blocks are freed) the parsed copy stayed in the heap,
-    measured +30 MB per fp32 worker and +90 MB per int8 one, for nothing.
+    measured +30 MB per fp32 worker and +90 MB per int8 one, for nothing. A process-wide policy,
+    so the worker sets it (``app.load_predictor``), not ``create_session``: in a process that
+    also runs PyTorch (bench.py) it made PyTorch's allocations page-fault, 6-17 % slower.
     """
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 64 * 1024)
@@ -60,7 +62,6 @@ def create_session(path, threads=1):
     measured 15-30 % faster (spinning threads steal the cores the busy ones need); with 1 thread
     (no pool) it changes nothing.
     """
-    return_freed_memory()
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1

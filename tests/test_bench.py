@@ -96,6 +96,7 @@ def fake_results():
                                            "ours-fp32": {16: 3.0, 64: 1.5},
                                            "ours-int8": {16: 6.0, 64: 3.0}},
                     "ours_fp32_vs_reference": {16: 0.67, 64: 0.88},
+                    "agreement": {16: {"fp32_agree": True}, 64: {"fp32_agree": False}},
                     "graphs_at_64_tokens": {"tokens": 64, "reps": 3, "ours_p50_ms": 70.0,
                                             "reference_p50_ms": 80.0,
                                             "ours_over_reference": 0.88}},
@@ -128,6 +129,7 @@ def test_outputs_are_written_and_say_random_weights(tmp_path):
     pytest.importorskip("matplotlib")
     text = report.write_all(fake_results(), tmp_path)
     assert "ours 70.0 ms, full-logits export 80.0 ms" in text
+    assert "put **different** word first" in text
     assert text.startswith("**Weights: RANDOM.**")
     assert "| ours, int8 | 10.0 / 12.0 ms | 40.0 / 48.0 ms | 6.00× / 3.00× |" in text
     assert "**MISSED**" in text

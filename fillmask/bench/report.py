@@ -79,6 +79,12 @@ def markdown(results):
         lines.append(f"| {LABELS.get(variant, variant)} | {cells} | {speed} |")
     lines += ["", "Speed-ups are medians of per-repetition ratios (pipeline time ÷ variant "
               "time, measured back to back in the same repetition)."]
+    agreement = lat.get("agreement")
+    if agreement:
+        same = all(row["fp32_agree"] for row in agreement.values())
+        lines += ["", "Same weights, same answer: the pipeline, the reference design and ours "
+                      "(fp32) put " + ("the same" if same else "**different**") + " word first "
+                      "on every benchmark text."]
     graphs = lat.get("graphs_at_64_tokens")
     if graphs:
         lines += ["", f"The graphs alone (`session.run`, {graphs['tokens']} tokens, one mask, "

@@ -5,6 +5,7 @@ real weights are used; otherwise a randomly initialised model of bert-base-chine
 architecture is built once and cached under the work directory, so re-runs start at once.
 """
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def random_models(work):
     if not (source / "model.safetensors").is_file():
         print(f"building a random bert-base-chinese-sized model in {source} ...", flush=True)
         build_random_model(source, **bert_base_chinese_architecture())
-    model_dir = work / "model"
+    # Keyed by the exporter's source, so a changed exporter is measured, not a stale export.
+    model_dir = work / f"model-{exporter_digest()}"
     if not (model_dir / "model.int8.onnx").is_file() or not (model_dir / "manifest.json").is_file():
         print(f"exporting it with export_onnx.py --int8 to {model_dir} ...", flush=True)
         # A child process, so the exporter's peak memory is not charged to the benchmark.
@@ -55,6 +57,14 @@ def random_models(work):
                         "--name", "random-bert-base-chinese"], check=True, cwd=ROOT)
     reference = ensure_reference(source, work / "reference" / "full_logits.onnx")
     return BenchModels(model_dir, source, reference, random_weights=True)
+
+
+def exporter_digest():
+    """Short hash of the exporter's code (export_onnx.py and fillmask/export.py)."""
+    digest = hashlib.sha256()
+    for path in (ROOT / "export_onnx.py", ROOT / "fillmask" / "export.py"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def given_models(model_dir, source_dir, work):

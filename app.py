@@ -55,6 +55,9 @@ def load_predictor(rt):
         if cfg.strict:
             raise
         return
+    # One run before the first request: onnxruntime allocates its buffers on the first run, so
+    # the first user does not pay for it.
+    predictor.log_probs([predictor.prepare("[MASK]")])
     if cfg.batching:
         predictor.infer = MicroBatcher(predictor.log_probs, cfg.batch_max,
                                        cfg.batch_window_ms).submit

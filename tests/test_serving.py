@@ -81,3 +81,15 @@ def test_serving_process_imports_neither_torch_nor_transformers(tiny_model_dir):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_worker_warms_the_model_before_its_first_request(tiny_model_dir, monkeypatch):
+    from app import create_app
+    from conftest import make_config
+    from fillmask.predictor import Predictor
+    calls = []
+    original = Predictor.log_probs
+    monkeypatch.setattr(Predictor, "log_probs",
+                        lambda self, items: calls.append(len(items)) or original(self, items))
+    create_app(make_config(tiny_model_dir))
+    assert calls == [1]          # one run at load, before any request arrives

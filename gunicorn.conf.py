@@ -11,7 +11,7 @@ import sys
 # The config file is read before --chdir applies: make the project importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fillmask.config import default_threads
+from fillmask.config import Config, default_threads
 from fillmask.model_files import open_model_dir
 from fillmask.errors import ModelFilesError
 
@@ -61,12 +61,14 @@ def on_starting(server):
     A missing or damaged model stops the server with one clear line instead of a loop of
     workers failing to boot. The full sha256 check runs here, once; workers compare sizes.
     """
-    model_dir = os.environ.get("MODEL_DIR", "models/bert-base-chinese")
-    precision = os.environ.get("MODEL_PRECISION", "fp32")
-    verify = "sha256" if os.environ.get("MODEL_VERIFY", "size") != "none" else "none"
     try:
+        # The workers' Config, read here too: one set of defaults, and a bad value (say
+        # MAX_LENGTH=lots) stops the server with one line instead of failing every worker boot.
+        cfg = Config.from_env()
+        model_dir, precision = cfg.model_dir, cfg.model_precision
+        verify = "sha256" if cfg.model_verify != "none" else "none"
         files = open_model_dir(model_dir, precision, verify=verify)
-    except ModelFilesError as exc:
+    except (ModelFilesError, ValueError) as exc:
         server.log.error("cannot start: %s", exc)
         sys.exit(1)
     server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, model_dir,

@@ -109,8 +109,9 @@ def predict():
     started = time.perf_counter()
     req = schema.parse_predict(read_json(), rt.config)
     fields = field_names(req, "texts" if req.batch else "text")
-    per_text = fill(rt, req, fields)
+    # Whole words first: a bad candidate or blank is refused before any model run.
     extras = whole_words(rt, req, fields)
+    per_text = fill(rt, req, fields)
     predictor = rt.predictor
     meta = {"model": predictor.name, "precision": predictor.precision,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}

@@ -42,8 +42,8 @@ def candidate_ids(predictor, candidates):
     for word in candidates:
         ids = []
         for char in word:
-            index = predictor.word_ids.get(char.lower())
-            if index is None or predictor.excluded[index]:
+            index = predictor.token_id(char)
+            if index is None:
                 raise FillMaskError(
                     f"candidate {word!r}: the character {char!r} is not a single token of the "
                     "model's vocabulary; candidates must be written in characters from "

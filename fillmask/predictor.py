@@ -125,13 +125,18 @@ class Predictor:
         """Validate and tokenise one text (see ``TextPreparer.prepare``)."""
         return self.preparer.prepare(text, field=field)
 
+    def token_id(self, piece):
+        """The id of ``piece`` as one offerable vocabulary token (lower-cased), or None."""
+        key = piece.strip().lower() if isinstance(piece, str) else None
+        index = self.word_ids.get(key) if key else None
+        return None if index is None or self.excluded[index] else index
+
     def target_ids(self, targets):
         """Map ``targets`` (single-token strings) to ids, or raise a 400 naming the bad one."""
         ids = []
         for target in targets:
-            key = target.strip().lower() if isinstance(target, str) else None
-            index = self.word_ids.get(key) if key else None
-            if index is None or self.excluded[index]:
+            index = self.token_id(target)
+            if index is None:
                 raise FillMaskError(f"target {target!r} is not a single token of the model's "
                                     "vocabulary; targets must be single characters or words "
                                     "from vocab.txt", code="invalid_target")

@@ -4,13 +4,10 @@ Every refusal is a ``FillMaskError`` whose message says what was wrong and what 
 """
 
 import json
-import re
 from dataclasses import dataclass
 
 from .errors import FillMaskError
-
-# Lone UTF-16 surrogates: valid in a JSON \u escape, not encodable as UTF-8.
-SURROGATES = re.compile("[\ud800-\udfff]")
+from .text import SURROGATES, replace_surrogates
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ def _without_surrogates(body):
     """Lone surrogates become U+FFFD (one character each, so offsets hold): UTF-8 responses
     that echo the text could not carry them."""
     text = json.dumps(body, ensure_ascii=False)
-    return json.loads(SURROGATES.sub("\ufffd", text)) if SURROGATES.search(text) else body
+    return json.loads(replace_surrogates(text)) if SURROGATES.search(text) else body
 
 
 def _is_json(content_type):

@@ -103,10 +103,10 @@ class TextPreparer:
         # surrogates (invalid in UTF-8) become U+FFFD so the Rust tokenizer accepts the text.
         pieces, last = [], 0
         for start, end in spans:
-            pieces.append(_clean(text[last:start]))
+            pieces.append(replace_surrogates(text[last:start]))
             pieces.append(MASK)
             last = end
-        pieces.append(_clean(text[last:]))
+        pieces.append(replace_surrogates(text[last:]))
         ids = self.tokenizer.encode("".join(pieces), add_special_tokens=False).ids
         positions = [i for i, tok in enumerate(ids) if tok == self.mask_id]
         if len(positions) != len(spans):
@@ -139,6 +139,6 @@ class TextPreparer:
 SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _clean(segment):
+def replace_surrogates(segment):
     """Replace lone surrogates, which cannot be encoded as UTF-8, with U+FFFD."""
     return SURROGATES.sub("\ufffd", segment)

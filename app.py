@@ -27,8 +27,8 @@ def create_app(config=None):
         config = Config.from_env(**config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.json.ensure_ascii = False     # real Chinese characters in responses, not \uXXXX
-    app.json.sort_keys = False        # keep the documented field order
+    app.json.ensure_ascii = False  # real Chinese characters in responses, not \uXXXX
+    app.json.sort_keys = False  # keep the documented field order
     app.extensions["fillmask"] = api.Runtime(config=config, cache=LRUCache(config.cache_size))
     load_predictor(app.extensions["fillmask"])
     app.register_blueprint(api.bp)
@@ -44,11 +44,16 @@ def load_predictor(rt):
     from fillmask.predictor import Predictor, return_freed_memory
 
     cfg = rt.config
-    return_freed_memory()      # before the session is built: its parsed copy goes back to the OS
+    return_freed_memory()  # before the session is built: its parsed copy goes back to the OS
     try:
-        predictor = Predictor(cfg.model_dir, precision=cfg.model_precision,
-                              max_length=cfg.max_length, threads=cfg.ort_threads,
-                              max_masks=cfg.max_masks, verify=cfg.model_verify)
+        predictor = Predictor(
+            cfg.model_dir,
+            precision=cfg.model_precision,
+            max_length=cfg.max_length,
+            threads=cfg.ort_threads,
+            max_masks=cfg.max_masks,
+            verify=cfg.model_verify,
+        )
     except (ModelFilesError, FillMaskError) as exc:
         rt.error = str(exc)
         logger.error("model not loaded: %s", exc)
@@ -59,12 +64,18 @@ def load_predictor(rt):
     # the first user does not pay for it.
     predictor.log_probs([predictor.prepare("[MASK]")])
     if cfg.batching:
-        predictor.infer = MicroBatcher(predictor.log_probs, cfg.batch_max,
-                                       cfg.batch_window_ms).submit
+        predictor.infer = MicroBatcher(
+            predictor.log_probs, cfg.batch_max, cfg.batch_window_ms
+        ).submit
     rt.predictor = predictor
-    logger.info("model %s (%s) loaded from %s, %d ORT thread(s), batching %s",
-                predictor.name, predictor.precision, cfg.model_dir, cfg.ort_threads,
-                "on" if cfg.batching else "off")
+    logger.info(
+        "model %s (%s) loaded from %s, %d ORT thread(s), batching %s",
+        predictor.name,
+        predictor.precision,
+        cfg.model_dir,
+        cfg.ort_threads,
+        "on" if cfg.batching else "off",
+    )
 
 
 def register_error_handlers(app):
@@ -79,8 +90,9 @@ def register_error_handlers(app):
         # Details stay in the log; the client learns only that it was our fault.
         original = getattr(exc, "original_exception", None) or exc
         logger.error("unhandled error", exc_info=original)
-        return jsonify({"success": False, "error": "internal server error",
-                        "code": "internal_error"}), 500
+        return jsonify(
+            {"success": False, "error": "internal server error", "code": "internal_error"}
+        ), 500
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

@@ -30,7 +30,7 @@ from fillmask.errors import FillMaskError, ModelFilesError
 from fillmask.text import MASK
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "fillmask" / "data" / "cloze_idioms.jsonl"
-BLANK = re.compile(r"#idiom\d*#")      # "#idiom#" (ChID, FewCLUE), "#idiom000123#" (ChID contest)
+BLANK = re.compile(r"#idiom\d*#")  # "#idiom#" (ChID, FewCLUE), "#idiom000123#" (ChID contest)
 OTHER_BLANK = "[UNK]"
 
 
@@ -41,22 +41,34 @@ class Question:
     id: str
     text: str
     candidates: tuple
-    answer: object        # index into candidates, or None when the file gives no answer
+    answer: object  # index into candidates, or None when the file gives no answer
 
 
 def get_args(argv=None):
     """Command-line arguments; defaults come from the service's environment (Config)."""
     config = Config.from_env()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", nargs="?", default=str(DEFAULT_FILE),
-                        help="JSON-lines cloze file (default: the shipped cloze_idioms.jsonl)")
-    parser.add_argument("--model", default=config.model_dir,
-                        help=f"exported model directory (default {config.model_dir})")
+    parser.add_argument(
+        "file",
+        nargs="?",
+        default=str(DEFAULT_FILE),
+        help="JSON-lines cloze file (default: the shipped cloze_idioms.jsonl)",
+    )
+    parser.add_argument(
+        "--model",
+        default=config.model_dir,
+        help=f"exported model directory (default {config.model_dir})",
+    )
     parser.add_argument("--precision", choices=["fp32", "int8"], default=config.model_precision)
-    parser.add_argument("--max-length", type=int, default=config.max_length,
-                        help=f"tokens per window, as the service (default {config.max_length})")
-    parser.add_argument("--threads", type=int, default=config.ort_threads,
-                        help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=config.max_length,
+        help=f"tokens per window, as the service (default {config.max_length})",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=config.ort_threads, help="onnxruntime intra-op threads"
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
@@ -97,13 +109,20 @@ def parse_item(item, number):
     pieces = BLANK.split(content)
     questions = []
     for j, words in enumerate(per_blank):
-        text = pieces[0] + "".join((MASK if k == j else OTHER_BLANK) + piece
-                                   for k, piece in enumerate(pieces[1:]))
+        text = pieces[0] + "".join(
+            (MASK if k == j else OTHER_BLANK) + piece for k, piece in enumerate(pieces[1:])
+        )
         if answers[j] is not None and not 0 <= answers[j] < len(words):
             raise ValueError(f"answer {answers[j]} is not an index into the candidates")
         suffix = f"#{j}" if len(blanks) > 1 else ""
-        questions.append(Question(id=f"{item.get('id', number)}{suffix}", text=text,
-                                  candidates=tuple(words), answer=answers[j]))
+        questions.append(
+            Question(
+                id=f"{item.get('id', number)}{suffix}",
+                text=text,
+                candidates=tuple(words),
+                answer=answers[j],
+            )
+        )
     return questions
 
 
@@ -128,29 +147,40 @@ def evaluate(predictor, questions):
             labelled += 1
             chance += 1 / len(q.candidates)
             correct += ranked[0].word == q.candidates[q.answer]
-    return {"items": len(questions), "scored": scored, "skipped": sum(skipped.values()),
-            "skipped_by_code": skipped, "labelled": labelled, "correct": correct,
-            "accuracy": round(correct / labelled, 4) if labelled else None,
-            "chance": round(chance / labelled, 4) if labelled else None,
-            "seconds": round(seconds, 3),
-            "items_per_s": round(scored / seconds, 2) if seconds else None,
-            "ms_per_item": round(1000 * seconds / scored, 2) if scored else None,
-            "rows_per_item": round(rows / scored, 2) if scored else None}
+    return {
+        "items": len(questions),
+        "scored": scored,
+        "skipped": sum(skipped.values()),
+        "skipped_by_code": skipped,
+        "labelled": labelled,
+        "correct": correct,
+        "accuracy": round(correct / labelled, 4) if labelled else None,
+        "chance": round(chance / labelled, 4) if labelled else None,
+        "seconds": round(seconds, 3),
+        "items_per_s": round(scored / seconds, 2) if seconds else None,
+        "ms_per_item": round(1000 * seconds / scored, 2) if scored else None,
+        "rows_per_item": round(rows / scored, 2) if scored else None,
+    }
 
 
 def report(result):
     """The human-readable summary."""
     codes = ", ".join(f"{code}: {n}" for code, n in result["skipped_by_code"].items())
-    lines = [f"{result['file']}: {result['items']} items, {result['scored']} scored, "
-             f"{result['skipped']} skipped" + (f" ({codes})" if codes else ""),
-             f"model {result['model']} ({result['precision']}), max_length "
-             f"{result['max_length']}"]
+    lines = [
+        f"{result['file']}: {result['items']} items, {result['scored']} scored, "
+        f"{result['skipped']} skipped" + (f" ({codes})" if codes else ""),
+        f"model {result['model']} ({result['precision']}), max_length {result['max_length']}",
+    ]
     if result["accuracy"] is not None:
-        lines.append(f"accuracy {result['accuracy']:.4f} ({result['correct']}/"
-                     f"{result['labelled']}), chance {result['chance']:.4f}")
+        lines.append(
+            f"accuracy {result['accuracy']:.4f} ({result['correct']}/"
+            f"{result['labelled']}), chance {result['chance']:.4f}"
+        )
     if result["scored"]:
-        lines.append(f"speed {result['items_per_s']} items/s, {result['ms_per_item']} ms/item, "
-                     f"{result['rows_per_item']} forward rows/item")
+        lines.append(
+            f"speed {result['items_per_s']} items/s, {result['ms_per_item']} ms/item, "
+            f"{result['rows_per_item']} forward rows/item"
+        )
     return "\n".join(lines)
 
 
@@ -161,20 +191,30 @@ def main(argv=None):
 
     try:
         questions = load_questions(args.file, args.limit)
-        predictor = Predictor(args.model, precision=args.precision, max_length=args.max_length,
-                              threads=args.threads)
+        predictor = Predictor(
+            args.model, precision=args.precision, max_length=args.max_length, threads=args.threads
+        )
     except (OSError, ValueError, ModelFilesError, FillMaskError) as exc:
         print(f"eval_cloze: {exc}", file=sys.stderr)
         return 2
     if questions:
         # Warm-up: the first run pays for onnxruntime's lazy initialisation; not timed.
         try:
-            choices.score(predictor, [predictor.prepare(questions[0].text)],
-                          list(questions[0].candidates), ["text"])
+            choices.score(
+                predictor,
+                [predictor.prepare(questions[0].text)],
+                list(questions[0].candidates),
+                ["text"],
+            )
         except FillMaskError:
             pass
-    result = {"file": str(args.file), "model": predictor.name, "precision": args.precision,
-              "max_length": args.max_length, **evaluate(predictor, questions)}
+    result = {
+        "file": str(args.file),
+        "model": predictor.name,
+        "precision": args.precision,
+        "max_length": args.max_length,
+        **evaluate(predictor, questions),
+    }
     print(json.dumps(result, ensure_ascii=False) if args.json else report(result))
     return 0
 

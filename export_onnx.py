@@ -15,7 +15,7 @@ import platform
 import resource
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fillmask import export, parity
@@ -27,19 +27,32 @@ DEFAULT_OUTPUT = "models/bert-base-chinese"
 def get_args(argv=None):
     """Command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=export.DEFAULT_SOURCE,
-                        help="hub id or local save_pretrained directory "
-                             f"(default {export.DEFAULT_SOURCE})")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                        help=f"model directory to write (default {DEFAULT_OUTPUT})")
-    parser.add_argument("--int8", action="store_true",
-                        help="also write model.int8.onnx (dynamic int8 quantisation)")
+    parser.add_argument(
+        "--model",
+        default=export.DEFAULT_SOURCE,
+        help=f"hub id or local save_pretrained directory (default {export.DEFAULT_SOURCE})",
+    )
+    parser.add_argument(
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help=f"model directory to write (default {DEFAULT_OUTPUT})",
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantisation)"
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="longest window the service may use (default: the model's "
-                             "max_position_embeddings, 512 for bert-base-chinese)")
-    parser.add_argument("--name", default=None,
-                        help="model name reported by the service (default: the source's name)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest window the service may use (default: the model's "
+        "max_position_embeddings, 512 for bert-base-chinese)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="model name reported by the service (default: the source's name)",
+    )
     return parser.parse_args(argv)
 
 
@@ -55,15 +68,20 @@ def versions():
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def write_manifest(out, manifest):
     """Write manifest.json with real characters and stable key order."""
-    (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
-                                encoding="utf-8")
+    (out / MANIFEST).write_text(
+        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def build(args):
@@ -77,27 +95,41 @@ def build(args):
 
     model, tokenizer = steps.run(f"load {args.model}", export.load_source, args.model)
     config = model.config
-    max_length = min(args.max_length or config.max_position_embeddings,
-                     config.max_position_embeddings)
+    max_length = min(
+        args.max_length or config.max_position_embeddings, config.max_position_embeddings
+    )
     steps.run("save tokenizer files", export.save_tokenizer, tokenizer, out)
-    special = {"pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id,
-               "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
-               "mask": tokenizer.mask_token_id}
+    special = {
+        "pad": tokenizer.pad_token_id,
+        "unk": tokenizer.unk_token_id,
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+        "mask": tokenizer.mask_token_id,
+    }
     manifest = {
         "format": 1,
         "model_name": args.name or Path(args.model.rstrip("/")).name,
         "source": args.model,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "opset": args.opset,
-        "inputs": {name: {"dtype": "int64", "shape": ["batch", "sequence"]}
-                   for name in export.INPUT_NAMES},
-        "outputs": {"log_probs": {"dtype": "float32", "shape": ["masks", "vocab"],
-                                  "rows": "one per [MASK], row-major over the batch"}},
+        "inputs": {
+            name: {"dtype": "int64", "shape": ["batch", "sequence"]} for name in export.INPUT_NAMES
+        },
+        "outputs": {
+            "log_probs": {
+                "dtype": "float32",
+                "shape": ["masks", "vocab"],
+                "rows": "one per [MASK], row-major over the batch",
+            }
+        },
         "max_length": max_length,
         "vocab_size": config.vocab_size,
-        "architecture": {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
-                         "heads": config.num_attention_heads},
+        "architecture": {
+            "layers": config.num_hidden_layers,
+            "hidden": config.hidden_size,
+            "heads": config.num_attention_heads,
+        },
         "special_tokens": special,
         "precisions": {},
     }
@@ -107,30 +139,55 @@ def build(args):
     sentences = parity.load_sentences()
     # The preparer only needs the tokenizer, so use the one the service will load.
     from tokenizers import Tokenizer
+
     from fillmask.text import TextPreparer
-    preparer = TextPreparer(Tokenizer.from_file(str(out / "tokenizer.json")),
-                            mask_token_id=special["mask"], cls_token_id=special["cls"],
-                            sep_token_id=special["sep"], max_length=min(max_length, 128))
+
+    preparer = TextPreparer(
+        Tokenizer.from_file(str(out / "tokenizer.json")),
+        mask_token_id=special["mask"],
+        cls_token_id=special["cls"],
+        sep_token_id=special["sep"],
+        max_length=min(max_length, 128),
+    )
     prepared = [preparer.prepare(s) for s in sentences]
-    reference = steps.run(f"PyTorch reference on {len(sentences)} parity sentences",
-                          parity.torch_log_probs, model, prepared)
+    reference = steps.run(
+        f"PyTorch reference on {len(sentences)} parity sentences",
+        parity.torch_log_probs,
+        model,
+        prepared,
+    )
 
     raw = out / "model.raw.onnx"
-    steps.run("export ONNX (TorchScript exporter, masked rows only)", export.export_graph,
-              model, special["mask"], raw, args.opset)
+    steps.run(
+        "export ONNX (TorchScript exporter, masked rows only)",
+        export.export_graph,
+        model,
+        special["mask"],
+        raw,
+        args.opset,
+    )
     del model
     export.release_memory()
 
-    fusions = steps.run("optimise (onnxruntime BERT fusions)", export.optimize_graph, raw,
-                        out / PRECISION_FILES["fp32"], config.num_attention_heads,
-                        config.hidden_size)
+    fusions = steps.run(
+        "optimise (onnxruntime BERT fusions)",
+        export.optimize_graph,
+        raw,
+        out / PRECISION_FILES["fp32"],
+        config.num_attention_heads,
+        config.hidden_size,
+    )
     raw.unlink()
     print(f"      fusions: {fusions}")
     manifest["fusions"] = fusions
     manifest["precisions"]["fp32"] = PRECISION_FILES["fp32"]
     if args.int8:
-        steps.run("quantise (dynamic int8, u8s8, per-tensor)", export.quantize_graph,
-                  out / PRECISION_FILES["fp32"], out / PRECISION_FILES["int8"])
+        steps.run(
+            "quantise (dynamic int8, u8s8, per-tensor)",
+            export.quantize_graph,
+            out / PRECISION_FILES["fp32"],
+            out / PRECISION_FILES["int8"],
+        )
         manifest["precisions"]["int8"] = PRECISION_FILES["int8"]
     else:
         (out / PRECISION_FILES["int8"]).unlink(missing_ok=True)
@@ -142,20 +199,26 @@ def build(args):
     def verify():
         fp32 = Predictor(out, precision="fp32", max_length=preparer.max_length, verify="none")
         got = parity.onnx_log_probs(fp32, prepared)
-        result = {"sentences": len(sentences),
-                  "fp32": parity.compare(reference, got, fp32.exclusion_bias)}
+        result = {
+            "sentences": len(sentences),
+            "fp32": parity.compare(reference, got, fp32.exclusion_bias),
+        }
         if args.int8:
-            int8 = Predictor(out, precision="int8", max_length=preparer.max_length,
-                             verify="none")
+            int8 = Predictor(out, precision="int8", max_length=preparer.max_length, verify="none")
             quant = parity.onnx_log_probs(int8, prepared)
             result["int8_vs_fp32"] = parity.agreement(got, quant, fp32.exclusion_bias)
-            result["int8_vs_pytorch"] = {"max_abs_diff": float(max(
-                abs(a - b).max() for a, b in zip(reference, quant)))}
+            result["int8_vs_pytorch"] = {
+                "max_abs_diff": float(
+                    max(abs(a - b).max() for a, b in zip(reference, quant, strict=True))
+                )
+            }
         return result
 
     manifest["parity"] = steps.run("verify parity with PyTorch", verify)
-    manifest["export"] = {"seconds": round(time.perf_counter() - started, 1),
-                          "peak_rss_mb": round(peak_rss_mb())}
+    manifest["export"] = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
     write_manifest(out, manifest)
     return manifest
 
@@ -163,15 +226,21 @@ def build(args):
 def report(manifest):
     """Print the parity figures; return the exit status."""
     fp32 = manifest["parity"]["fp32"]
-    print(f"parity fp32 vs PyTorch: {fp32['masks']} masks, top-{fp32['topk']} identical "
-          f"{fp32['topk_identical']}/{fp32['masks']}, max |Δ log-prob| "
-          f"{fp32['max_abs_diff']:.2e} (tolerance {parity.TOLERANCE:g})")
+    print(
+        f"parity fp32 vs PyTorch: {fp32['masks']} masks, top-{fp32['topk']} identical "
+        f"{fp32['topk_identical']}/{fp32['masks']}, max |Δ log-prob| "
+        f"{fp32['max_abs_diff']:.2e} (tolerance {parity.TOLERANCE:g})"
+    )
     int8 = manifest["parity"].get("int8_vs_fp32")
     if int8:
-        print(f"int8 vs fp32: top-1 agreement {int8['top1_agreement']:.1%}, top-5 overlap "
-              f"{int8['top5_overlap']:.1%} (decide on int8 from these on the real model)")
-    print(f"peak memory {manifest['export']['peak_rss_mb']} MB, "
-          f"{manifest['export']['seconds']} s in all")
+        print(
+            f"int8 vs fp32: top-1 agreement {int8['top1_agreement']:.1%}, top-5 overlap "
+            f"{int8['top5_overlap']:.1%} (decide on int8 from these on the real model)"
+        )
+    print(
+        f"peak memory {manifest['export']['peak_rss_mb']} MB, "
+        f"{manifest['export']['seconds']} s in all"
+    )
     if not fp32["passed"]:
         print("PARITY FAILED: the ONNX model does not reproduce PyTorch", file=sys.stderr)
         return 1

@@ -12,8 +12,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fillmask.config import Config, default_threads
-from fillmask.model_files import open_model_dir
 from fillmask.errors import ModelFilesError
+from fillmask.model_files import open_model_dir
 
 # -- Server socket -----------------------------------------------------------------------------
 bind = os.environ.get("BIND", "0.0.0.0:5000")
@@ -71,8 +71,7 @@ def on_starting(server):
     except (ModelFilesError, ValueError) as exc:
         server.log.error("cannot start: %s", exc)
         sys.exit(1)
-    server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, model_dir,
-                    verify)
+    server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, model_dir, verify)
 
 
 def post_worker_init(worker):

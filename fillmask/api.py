@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -30,15 +29,20 @@ class Runtime:
     """What one worker holds: the config, the predictor (or why it is missing), the cache."""
 
     config: Config
-    predictor: Optional[object] = None
-    error: Optional[str] = None
+    predictor: object | None = None
+    error: str | None = None
     cache: LRUCache = field(default_factory=LRUCache)
 
     def ready(self):
         """The predictor, or a 503 saying why there is none."""
         if self.predictor is None:
-            raise ModelNotReady() if self.error is None else ModelNotReady(
-                "the model failed to load; see the server log", code="model_unavailable")
+            raise (
+                ModelNotReady()
+                if self.error is None
+                else ModelNotReady(
+                    "the model failed to load; see the server log", code="model_unavailable"
+                )
+            )
         return self.predictor
 
 
@@ -58,8 +62,9 @@ def fill(rt, req, fields):
     key = (req.texts, req.top_k, req.targets)
     per_text = rt.cache.get(key)
     if per_text is None:
-        per_text = predictor.predict(list(req.texts), req.top_k, list(req.targets) or None,
-                                     fields=fields)
+        per_text = predictor.predict(
+            list(req.texts), req.top_k, list(req.targets) or None, fields=fields
+        )
         rt.cache.put(key, per_text)
     return per_text
 
@@ -72,27 +77,35 @@ def whole_words(rt, req, fields):
     key = ("whole-word", req.texts, req.top_k, req.joint, req.candidates)
     extras = rt.cache.get(key)
     if extras is None:
-        prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields)]
+        prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields, strict=True)]
         check_cost(prepared, req)
         chunk = rt.config.batch_max
-        ranked = choices.score(predictor, prepared, req.candidates, fields, chunk=chunk) \
-            if req.candidates else [None] * len(prepared)
-        blanks = joint.decode(predictor, prepared, req.top_k, chunk=chunk) \
-            if req.joint else [None] * len(prepared)
-        extras = list(zip(blanks, ranked))
+        ranked = (
+            choices.score(predictor, prepared, req.candidates, fields, chunk=chunk)
+            if req.candidates
+            else [None] * len(prepared)
+        )
+        blanks = (
+            joint.decode(predictor, prepared, req.top_k, chunk=chunk)
+            if req.joint
+            else [None] * len(prepared)
+        )
+        extras = list(zip(blanks, ranked, strict=True))
         rt.cache.put(key, extras)
     return extras
 
 
 def check_cost(prepared, req):
     """Refuse a request whose joint decoding and candidates would need too many model rows."""
-    rows = choices.rows_needed(len(prepared), req.candidates) \
-        + (joint.rows_needed(prepared) if req.joint else 0)
+    rows = choices.rows_needed(len(prepared), req.candidates) + (
+        joint.rows_needed(prepared) if req.joint else 0
+    )
     if rows > MAX_WHOLE_WORD_ROWS:
         raise FillMaskError(
             f"joint and candidates for these texts need {rows} model rows; at most "
             f"{MAX_WHOLE_WORD_ROWS} per request: send fewer texts or shorter candidate lists",
-            code="batch_too_large")
+            code="batch_too_large",
+        )
 
 
 def field_names(req, name):
@@ -113,8 +126,11 @@ def predict():
     extras = whole_words(rt, req, fields)
     per_text = fill(rt, req, fields)
     predictor = rt.predictor
-    meta = {"model": predictor.name, "precision": predictor.precision,
-            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
+    meta = {
+        "model": predictor.name,
+        "precision": predictor.precision,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
     return jsonify(responses.predict_body(req, per_text, meta, extras))
 
 
@@ -135,5 +151,12 @@ def health():
         status = "error" if rt.error else "loading"
         return jsonify({"status": status, "pid": os.getpid()}), 503
     p = rt.predictor
-    return jsonify({"status": "ok", "model": p.name, "precision": p.precision,
-                    "max_length": p.max_length, "pid": os.getpid()})
+    return jsonify(
+        {
+            "status": "ok",
+            "model": p.name,
+            "precision": p.precision,
+            "max_length": p.max_length,
+            "pid": os.getpid(),
+        }
+    )

@@ -45,7 +45,7 @@ class MicroBatcher:
         self._carry = None
         self._thread = None
         self._lock = threading.Lock()
-        self.batches = 0       # session runs made, for tests and the benchmark
+        self.batches = 0  # session runs made, for tests and the benchmark
         self.items = 0
 
     def submit(self, items):
@@ -63,8 +63,9 @@ class MicroBatcher:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="micro-batcher",
-                                                    daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._loop, name="micro-batcher", daemon=True
+                    )
                     self._thread.start()
 
     def _collect(self):
@@ -75,16 +76,19 @@ class MicroBatcher:
         now = time.monotonic()
         busy = now - self._last_end < self.busy
         deadline = now + self.window if busy else now
-        expected = self._last_size if busy else 1    # a lone client never waits for itself
+        expected = self._last_size if busy else 1  # a lone client never waits for itself
         while count < self.max_batch:
             try:
                 remaining = deadline - time.monotonic()
-                job = self._queue.get(timeout=remaining) if count < expected and remaining > 0 \
+                job = (
+                    self._queue.get(timeout=remaining)
+                    if count < expected and remaining > 0
                     else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if count + len(job.items) > self.max_batch:
-                self._carry = job          # first in the next batch, order kept
+                self._carry = job  # first in the next batch, order kept
                 break
             jobs.append(job)
             count += len(job.items)
@@ -121,6 +125,6 @@ class MicroBatcher:
             return
         start = 0
         for job in jobs:
-            job.result = rows[start:start + len(job.items)]
+            job.result = rows[start : start + len(job.items)]
             start += len(job.items)
             job.done.set()

@@ -26,9 +26,9 @@ class Choice:
     """One candidate's result."""
 
     word: str
-    score: float            # softmax of the log-likelihoods over the candidates, 0..1
-    log_likelihood: float   # pseudo-log-likelihood: sum of log P(char | the rest)
-    sequence: str           # the text with the blank replaced by this candidate
+    score: float  # softmax of the log-likelihoods over the candidates, 0..1
+    log_likelihood: float  # pseudo-log-likelihood: sum of log P(char | the rest)
+    sequence: str  # the text with the blank replaced by this candidate
 
 
 def rows_needed(texts, candidates):
@@ -47,7 +47,9 @@ def candidate_ids(predictor, candidates):
                 raise FillMaskError(
                     f"candidate {word!r}: the character {char!r} is not a single token of the "
                     "model's vocabulary; candidates must be written in characters from "
-                    "vocab.txt", code="invalid_candidates")
+                    "vocab.txt",
+                    code="invalid_candidates",
+                )
             ids.append(index)
         out.append(tuple(ids))
     return out
@@ -59,36 +61,54 @@ def blank_span(item, field="text"):
     if len(blanks) != 1:
         raise FillMaskError(
             f"{field} has {len(blanks)} separate blanks; candidates need exactly one blank: "
-            "one [MASK] or a run of adjacent masks such as [MASK][MASK]", code="invalid_blank")
+            "one [MASK] or a run of adjacent masks such as [MASK][MASK]",
+            code="invalid_blank",
+        )
     return item.spans[blanks[0][0]][0], item.spans[blanks[0][-1]][1]
 
 
 def score(predictor, prepared, candidates, fields, chunk=16):
     """Rank ``candidates`` for each text: a list (per text) of ``Choice`` lists, best first."""
     ids = candidate_ids(predictor, candidates)
-    spans = [blank_span(item, f) for item, f in zip(prepared, fields)]
-    windows = [window for item, span, f in zip(prepared, spans, fields) for word_ids in ids
-               for window in _variants(predictor, item, span, word_ids, f)]
-    logger.debug("choices: %d candidates x %d texts, %d model rows", len(candidates),
-                 len(prepared), len(windows))
+    spans = [blank_span(item, f) for item, f in zip(prepared, fields, strict=True)]
+    windows = [
+        window
+        for item, span, f in zip(prepared, spans, fields, strict=True)
+        for word_ids in ids
+        for window in _variants(predictor, item, span, word_ids, f)
+    ]
+    logger.debug(
+        "choices: %d candidates x %d texts, %d model rows",
+        len(candidates),
+        len(prepared),
+        len(windows),
+    )
     rows = iter(predictor.infer_chunked(windows, chunk))
     per_text = []
-    for item, (start, end) in zip(prepared, spans):
+    for item, (start, end) in zip(prepared, spans, strict=True):
         # Rows come back in window order: text, then candidate, then masked character.
         lls = np.array([sum(float(next(rows)[0][t]) for t in word_ids) for word_ids in ids])
         probs = np.exp(lls - lls.max())
         probs /= probs.sum()
-        per_text.append([Choice(word=candidates[k], score=float(probs[k]),
-                                log_likelihood=float(lls[k]),
-                                sequence=item.text[:start] + candidates[k] + item.text[end:])
-                         for k in np.argsort(-lls, kind="stable")])
+        per_text.append(
+            [
+                Choice(
+                    word=candidates[k],
+                    score=float(probs[k]),
+                    log_likelihood=float(lls[k]),
+                    sequence=item.text[:start] + candidates[k] + item.text[end:],
+                )
+                for k in np.argsort(-lls, kind="stable")
+            ]
+        )
     return per_text
 
 
 def _variants(predictor, item, span, word_ids, field):
     """One window per character of the candidate: that character masked, the others written."""
     start, end = span
-    expanded = predictor.prepare(item.text[:start] + MASK * len(word_ids) + item.text[end:],
-                                 field)
-    return [expanded.with_tokens({j: t for j, t in enumerate(word_ids) if j != i})
-            for i in range(len(word_ids))]
+    expanded = predictor.prepare(item.text[:start] + MASK * len(word_ids) + item.text[end:], field)
+    return [
+        expanded.with_tokens({j: t for j, t in enumerate(word_ids) if j != i})
+        for i in range(len(word_ids))
+    ]

@@ -19,22 +19,22 @@ class Config:
     """Everything the app and the predictor need to know, with the defaults users get."""
 
     model_dir: str = "models/bert-base-chinese"
-    model_precision: str = "fp32"          # fp32 | int8
-    max_length: int = 64                   # tokens the model sees, [CLS] and [SEP] included
+    model_precision: str = "fp32"  # fp32 | int8
+    max_length: int = 64  # tokens the model sees, [CLS] and [SEP] included
     ort_threads: int = field(default_factory=default_threads)
-    max_masks: int = 16                    # per text
-    max_texts: int = 32                    # per "texts" batch
+    max_masks: int = 16  # per text
+    max_texts: int = 32  # per "texts" batch
     max_top_k: int = 50
     max_targets: int = 100
-    max_body_bytes: int = 1 << 20          # 1 MiB; larger bodies get 413
-    cache_size: int = 256                  # LRU of recent identical requests; 0 turns it off
-    batching: bool = True                  # micro-batch concurrent requests in one worker
-    batch_max: int = 16                    # texts per micro-batch
-    batch_window_ms: float = 5.0           # busy worker: wait for the last batch's clients
-    model_verify: str = "size"             # none | size | sha256 (per worker; master: sha256)
-    cors_origins: str = ""                 # comma-separated origins allowed to call the API
-    api_token: str = ""                    # when set, the JSON API needs "Authorization: Bearer"
-    strict: bool = False                   # raise at start when the model cannot load
+    max_body_bytes: int = 1 << 20  # 1 MiB; larger bodies get 413
+    cache_size: int = 256  # LRU of recent identical requests; 0 turns it off
+    batching: bool = True  # micro-batch concurrent requests in one worker
+    batch_max: int = 16  # texts per micro-batch
+    batch_window_ms: float = 5.0  # busy worker: wait for the last batch's clients
+    model_verify: str = "size"  # none | size | sha256 (per worker; master: sha256)
+    cors_origins: str = ""  # comma-separated origins allowed to call the API
+    api_token: str = ""  # when set, the JSON API needs "Authorization: Bearer"
+    strict: bool = False  # raise at start when the model cannot load
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):

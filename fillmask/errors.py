@@ -27,8 +27,9 @@ class ModelNotReady(FillMaskError):
 
     status = 503
 
-    def __init__(self, message="the model is not loaded yet; try again shortly",
-                 code="model_not_ready"):
+    def __init__(
+        self, message="the model is not loaded yet; try again shortly", code="model_not_ready"
+    ):
         super().__init__(message, code=code)
 
 

@@ -40,21 +40,23 @@ def load_source(source):
     if looks_local and not (local / "config.json").is_file():
         raise ExportError(
             f"{source}: not a model directory (no config.json). Pass a directory written by "
-            "save_pretrained() or a hub id such as google-bert/bert-base-chinese.")
+            "save_pretrained() or a hub id such as google-bert/bert-base-chinese."
+        )
     try:
         # Eager attention: the TorchScript exporter cannot trace SDPA, and only this path lets
         # onnxruntime's optimizer fuse Attention and EmbedLayerNormalization (see export_graph).
-        model = AutoModelForMaskedLM.from_pretrained(str(local) if looks_local else source,
-                                                     attn_implementation="eager")
+        model = AutoModelForMaskedLM.from_pretrained(
+            str(local) if looks_local else source, attn_implementation="eager"
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else source)
     except OSError as exc:
         raise ExportError(
             f"could not load '{source}': {str(exc).splitlines()[0]}\n"
             "No network access to the Hugging Face hub, or no such model. Supply a local copy: "
             "on a machine with internet run\n"
-            "  python -c \"from transformers import AutoModelForMaskedLM, AutoTokenizer; "
+            '  python -c "from transformers import AutoModelForMaskedLM, AutoTokenizer; '
             f"[c.from_pretrained('{DEFAULT_SOURCE}').save_pretrained('bert-base-chinese') "
-            "for c in (AutoModelForMaskedLM, AutoTokenizer)]\"\n"
+            'for c in (AutoModelForMaskedLM, AutoTokenizer)]"\n'
             "copy the folder here and pass it: python export_onnx.py --model ./bert-base-chinese"
         ) from None
     if not getattr(tokenizer, "is_fast", False):
@@ -78,8 +80,11 @@ def masked_row_module(model, mask_token_id):
         def forward(self, input_ids, attention_mask):
             # token_type_ids are all zero for single sentences; passing them keeps the
             # embedding sub-graph in the shape the optimizer's EmbedLayerNormalization expects.
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            hidden = self.bert(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=torch.zeros_like(input_ids),
+            ).last_hidden_state
             flat = hidden.reshape(-1, hidden.shape[-1])
             rows = torch.nonzero(input_ids.reshape(-1) == mask_token_id).squeeze(1)
             # Gathering on the 2-D view also keeps the tied embedding/decoder matrix stored once.
@@ -104,15 +109,25 @@ def export_graph(model, mask_token_id, path, opset=17):
     ids[ids == 103] = mask_token_id
     mask = (ids != 0).long()
     mask[0] = 1
-    axes = {"input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            "log_probs": {0: "masks"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "log_probs": {0: "masks"},
+    }
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about data-dependent branches that are constant for BERT.
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (ids, mask), str(path), input_names=INPUT_NAMES,
-                          output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            module,
+            (ids, mask),
+            str(path),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return path
 
 
@@ -121,9 +136,14 @@ def optimize_graph(src, dst, num_heads, hidden_size):
     from onnxruntime.transformers import optimizer
 
     with collecting_cycles():
-        opt = optimizer.optimize_model(str(src), model_type="bert", num_heads=num_heads,
-                                       hidden_size=hidden_size, opt_level=0,
-                                       optimization_options=fusion_options())
+        opt = optimizer.optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            opt_level=0,
+            optimization_options=fusion_options(),
+        )
         fusions = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
         opt.save_model_to_file(str(dst))
     return fusions
@@ -179,7 +199,7 @@ def release_memory():
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
-        pass   # not glibc (musl, macOS): nothing to trim
+        pass  # not glibc (musl, macOS): nothing to trim
 
 
 def quantize_graph(src, dst, per_channel=False):
@@ -194,12 +214,16 @@ def quantize_graph(src, dst, per_channel=False):
     # The fused Attention op has no type info for its weights without this default.
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)   # the quantiser logs a page per tensor it skips (NonZero)
+    root.setLevel(logging.ERROR)  # the quantiser logs a page per tensor it skips (NonZero)
     try:
         with collecting_cycles():
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                             per_channel=per_channel,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
     finally:
         root.setLevel(level)
     return dst
@@ -213,8 +237,7 @@ def save_tokenizer(tokenizer, out_dir):
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     if [i for _, i in vocab] != list(range(len(vocab))):
         raise ExportError("the tokenizer's vocabulary ids are not contiguous")
-    (Path(out_dir) / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab),
-                                             encoding="utf-8")
+    (Path(out_dir) / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
     if not (Path(out_dir) / "tokenizer.json").is_file():
         raise ExportError("the tokenizer did not produce tokenizer.json")
 

@@ -18,7 +18,7 @@ class DeadlineThreadWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.busy = {}            # connection -> monotonic time a thread took it up
+        self.busy = {}  # connection -> monotonic time a thread took it up
 
     def handle(self, conn):
         """Handle one request on ``conn`` (in a pool thread), timing it."""
@@ -45,8 +45,11 @@ class DeadlineThreadWorker(ThreadWorker):
             if now - started <= limit:
                 continue
             self.busy.pop(conn, None)
-            self.log.warning("closed the connection from %s: its request was not done after "
-                             "%ss (slow client?)", conn.client, limit)
+            self.log.warning(
+                "closed the connection from %s: its request was not done after %ss (slow client?)",
+                conn.client,
+                limit,
+            )
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -24,7 +24,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-BEAM = 5          # states kept per blank between steps: the cost/quality knob (rows per step)
+BEAM = 5  # states kept per blank between steps: the cost/quality knob (rows per step)
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class Word:
 
     word: str
     token_ids: tuple
-    score: float          # joint probability 0..1 along the decode path
-    sequence: str         # the text with this blank filled, other masks kept
+    score: float  # joint probability 0..1 along the decode path
+    sequence: str  # the text with this blank filled, other masks kept
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Blank:
     """One run of adjacent masks and its best whole-word fillings."""
 
     index: int
-    masks: tuple          # indexes into the text's masks
+    masks: tuple  # indexes into the text's masks
     words: tuple
 
 
@@ -50,9 +50,9 @@ class Blank:
 class _Search:
     """The beam of one blank while it is decoded."""
 
-    item: object          # the text's Prepared
+    item: object  # the text's Prepared
     masks: tuple
-    states: list = field(default_factory=lambda: [(0.0, {})])   # (log prob, {mask: token id})
+    states: list = field(default_factory=lambda: [(0.0, {})])  # (log prob, {mask: token id})
     words: tuple = ()
 
 
@@ -75,15 +75,18 @@ def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
             expanded = []
             last = step == len(search.masks) - 1
             for log_p, fills in search.states:
-                expanded.extend(_expand(predictor, search, log_p, fills, next(rows),
-                                        top_k if last else beam))
+                expanded.extend(
+                    _expand(predictor, search, log_p, fills, next(rows), top_k if last else beam)
+                )
             if last:
                 search.words = _words(predictor, search, expanded, top_k)
             else:
                 search.states = _prune(expanded, beam)
     logger.debug("joint: %d blanks decoded with %d model rows", len(flat), rows_run)
-    return [[Blank(index=i, masks=s.masks, words=s.words) for i, s in enumerate(per_text)]
-            for per_text in searches]
+    return [
+        [Blank(index=i, masks=s.masks, words=s.words) for i, s in enumerate(per_text)]
+        for per_text in searches
+    ]
 
 
 def _expand(predictor, search, log_p, fills, rows, width):
@@ -120,8 +123,14 @@ def _words(predictor, search, states, top_k):
         ids = tuple(fills[m] for m in search.masks)
         pieces = [predictor.words[t] for t in ids]
         fillers = [None] * search.item.num_masks
-        for m, piece in zip(search.masks, pieces):
+        for m, piece in zip(search.masks, pieces, strict=True):
             fillers[m] = piece
-        words.append(Word(word="".join(pieces), token_ids=ids, score=float(np.exp(log_p)),
-                          sequence=search.item.fill(fillers)))
+        words.append(
+            Word(
+                word="".join(pieces),
+                token_ids=ids,
+                score=float(np.exp(log_p)),
+                sequence=search.item.fill(fillers),
+            )
+        )
     return tuple(words)

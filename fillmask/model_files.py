@@ -55,8 +55,9 @@ def open_model_dir(directory, precision="fp32", verify="size"):
     directory = Path(directory)
     hint = EXPORT_HINT.format(dir=directory)
     if precision not in PRECISION_FILES:
-        raise ModelFilesError(f"MODEL_PRECISION must be one of {sorted(PRECISION_FILES)}, "
-                              f"not {precision!r}")
+        raise ModelFilesError(
+            f"MODEL_PRECISION must be one of {sorted(PRECISION_FILES)}, not {precision!r}"
+        )
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise ModelFilesError(f"no exported model at {directory} (missing {MANIFEST}); {hint}")
@@ -68,8 +69,9 @@ def open_model_dir(directory, precision="fp32", verify="size"):
     for path in (files.onnx_path, files.tokenizer_path):
         if not path.is_file():
             extra = " --int8" if precision == "int8" else ""
-            raise ModelFilesError(f"missing {path}; create it with: python export_onnx.py "
-                                  f"--output {directory}{extra}")
+            raise ModelFilesError(
+                f"missing {path}; create it with: python export_onnx.py --output {directory}{extra}"
+            )
         _verify(path, manifest.get("files", {}).get(path.name), verify, hint)
     return files
 
@@ -82,11 +84,15 @@ def _verify(path, expected, mode, hint):
         raise ModelFilesError(f"{path.name} is not listed in the manifest; {hint}")
     size = path.stat().st_size
     if size != expected["bytes"]:
-        raise ModelFilesError(f"{path} has {size} bytes, the manifest says {expected['bytes']}: "
-                              f"the file is damaged or was replaced; {hint}")
+        raise ModelFilesError(
+            f"{path} has {size} bytes, the manifest says {expected['bytes']}: "
+            f"the file is damaged or was replaced; {hint}"
+        )
     if mode == "sha256" and sha256_of(path) != expected["sha256"]:
-        raise ModelFilesError(f"{path} does not match its sha256 in the manifest: the file is "
-                              f"damaged or was replaced; {hint}")
+        raise ModelFilesError(
+            f"{path} does not match its sha256 in the manifest: the file is "
+            f"damaged or was replaced; {hint}"
+        )
 
 
 def file_entry(path):

@@ -13,10 +13,25 @@ OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 # Every error code each status can carry (the ``code`` field of an error body).
 ERROR_CODES = {
-    400: ["invalid_json", "invalid_body", "missing_text", "invalid_type", "empty_text",
-          "empty_batch", "batch_too_large", "conflicting_fields", "no_mask", "too_many_masks",
-          "invalid_mask", "masks_too_far_apart", "invalid_top_k", "invalid_targets",
-          "invalid_target", "invalid_blank", "invalid_candidates"],
+    400: [
+        "invalid_json",
+        "invalid_body",
+        "missing_text",
+        "invalid_type",
+        "empty_text",
+        "empty_batch",
+        "batch_too_large",
+        "conflicting_fields",
+        "no_mask",
+        "too_many_masks",
+        "invalid_mask",
+        "masks_too_far_apart",
+        "invalid_top_k",
+        "invalid_targets",
+        "invalid_target",
+        "invalid_blank",
+        "invalid_candidates",
+    ],
     401: ["unauthorized"],
     403: ["origin_not_allowed"],
     404: ["not_found"],
@@ -50,9 +65,12 @@ def ref(name):
 
 def obj(properties, required=None, extra=False):
     """An object schema; ``required`` defaults to every property."""
-    return {"type": "object", "properties": properties,
-            "required": list(properties) if required is None else required,
-            "additionalProperties": extra}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": extra,
+    }
 
 
 def array(items, **limits):
@@ -70,78 +88,150 @@ def error_responses(statuses):
 
 def schemas(config):
     """Component schemas of requests and responses, with the configured limits."""
-    text = {"type": "string", "minLength": 1, "pattern": MASK_PATTERN,
-            "description": "A sentence with one or more masks: [MASK], [mask] or ［MASK］."}
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "pattern": MASK_PATTERN,
+        "description": "A sentence with one or more masks: [MASK], [mask] or ［MASK］.",
+    }
     texts = array(text, minItems=1, maxItems=config.max_texts)
     top_k = {"type": "integer", "minimum": 1, "maximum": config.max_top_k, "default": 5}
-    targets = {"oneOf": [{"type": "string", "minLength": 1},
-                         array({"type": "string", "minLength": 1}, minItems=1,
-                               maxItems=config.max_targets), NULL],
-               "description": "Single tokens of the vocabulary to rank instead of all words."}
+    targets = {
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            array({"type": "string", "minLength": 1}, minItems=1, maxItems=config.max_targets),
+            NULL,
+        ],
+        "description": "Single tokens of the vocabulary to rank instead of all words.",
+    }
     score = {"type": "number", "minimum": 0, "maximum": 1}
-    probability = {"type": "number", "minimum": 0, "maximum": 100,
-                   "description": "round(score * 100, 2)"}
+    probability = {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 100,
+        "description": "round(score * 100, 2)",
+    }
     string = {"type": "string"}
-    candidate = obj({"word": string, "probability": probability, "score": score,
-                     "token_id": {"type": "integer", "minimum": 0}, "sequence": string})
-    blank_word = obj({"word": string, "score": score, "probability": probability,
-                      "sequence": string})
-    blank = obj({"index": {"type": "integer", "minimum": 0},
-                 "masks": array({"type": "integer", "minimum": 0}, minItems=1),
-                 "words": array(blank_word)})
-    choice = obj({"word": string, "score": score, "probability": probability,
-                  "log_likelihood": {"type": "number", "maximum": 0}, "sequence": string})
+    candidate = obj(
+        {
+            "word": string,
+            "probability": probability,
+            "score": score,
+            "token_id": {"type": "integer", "minimum": 0},
+            "sequence": string,
+        }
+    )
+    blank_word = obj(
+        {"word": string, "score": score, "probability": probability, "sequence": string}
+    )
+    blank = obj(
+        {
+            "index": {"type": "integer", "minimum": 0},
+            "masks": array({"type": "integer", "minimum": 0}, minItems=1),
+            "words": array(blank_word),
+        }
+    )
+    choice = obj(
+        {
+            "word": string,
+            "score": score,
+            "probability": probability,
+            "log_likelihood": {"type": "number", "maximum": 0},
+            "sequence": string,
+        }
+    )
     text_result = {
         "result": array(ref("Candidate"), description="The first mask's candidates."),
-        "masks": array(obj({"index": {"type": "integer", "minimum": 0},
-                            "candidates": array(ref("Candidate"))})),
+        "masks": array(
+            obj({"index": {"type": "integer", "minimum": 0}, "candidates": array(ref("Candidate"))})
+        ),
         "blanks": array(ref("Blank"), description='Only with "joint": true.'),
         "choices": array(ref("Choice"), description='Only with "candidates".'),
     }
-    meta = {"model": string, "precision": {"type": "string", "enum": ["fp32", "int8"]},
-            "elapsed_ms": {"type": "number", "minimum": 0}}
+    meta = {
+        "model": string,
+        "precision": {"type": "string", "enum": ["fp32", "int8"]},
+        "elapsed_ms": {"type": "number", "minimum": 0},
+    }
     success = {"type": "boolean", "const": True}
-    hf_candidate = obj({"score": score, "token": {"type": "integer", "minimum": 0},
-                        "token_str": string, "sequence": string})
+    hf_candidate = obj(
+        {
+            "score": score,
+            "token": {"type": "integer", "minimum": 0},
+            "token_str": string,
+            "sequence": string,
+        }
+    )
     hf_mask = array(ref("HFCandidate"))
     return {
         "PredictRequest": {
             "type": "object",
-            "properties": {"text": text, "texts": texts, "top_k": top_k, "targets": targets,
-                           "joint": {"type": ["boolean", "null"], "default": False},
-                           "candidates": {"oneOf": [
-                               array({"type": "string", "minLength": 1, "maxLength": 8},
-                                     minItems=1, maxItems=20), NULL]}},
+            "properties": {
+                "text": text,
+                "texts": texts,
+                "top_k": top_k,
+                "targets": targets,
+                "joint": {"type": ["boolean", "null"], "default": False},
+                "candidates": {
+                    "oneOf": [
+                        array(
+                            {"type": "string", "minLength": 1, "maxLength": 8},
+                            minItems=1,
+                            maxItems=20,
+                        ),
+                        NULL,
+                    ]
+                },
+            },
             "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
             "description": "Fields not listed here are ignored; null means absent.",
         },
         "FillMaskRequest": {
             "type": "object",
-            "properties": {"inputs": {"oneOf": [text, texts]},
-                           "parameters": {"type": ["object", "null"],
-                                          "properties": {"top_k": top_k, "targets": targets}}},
+            "properties": {
+                "inputs": {"oneOf": [text, texts]},
+                "parameters": {
+                    "type": ["object", "null"],
+                    "properties": {"top_k": top_k, "targets": targets},
+                },
+            },
             "required": ["inputs"],
         },
         "Candidate": candidate,
         "Blank": blank,
         "Choice": choice,
         "TextResult": obj(text_result, required=["result", "masks"]),
-        "PredictSingle": obj({"success": success, **text_result, **meta},
-                             required=["success", "result", "masks", *meta]),
+        "PredictSingle": obj(
+            {"success": success, **text_result, **meta},
+            required=["success", "result", "masks", *meta],
+        ),
         "PredictBatch": obj({"success": success, "results": array(ref("TextResult")), **meta}),
         "HFCandidate": hf_candidate,
-        "FillMaskResponse": array({"anyOf": [ref("HFCandidate"), hf_mask, array(hf_mask)]},
-                                  description="One mask: a list of candidates; several masks: "
-                                              "a list per mask; `inputs` as a list: one such "
-                                              "answer per text."),
-        "HealthOk": obj({"status": {"const": "ok"}, "model": string,
-                         "precision": meta["precision"], "max_length": {"type": "integer"},
-                         "pid": {"type": "integer"}}),
-        "HealthNotReady": obj({"status": {"enum": ["loading", "error"]},
-                               "pid": {"type": "integer"}}),
-        "Error": obj({"success": {"type": "boolean", "const": False},
-                      "error": {"type": "string", "minLength": 1},
-                      "code": {"type": "string"}}),
+        "FillMaskResponse": array(
+            {"anyOf": [ref("HFCandidate"), hf_mask, array(hf_mask)]},
+            description="One mask: a list of candidates; several masks: "
+            "a list per mask; `inputs` as a list: one such "
+            "answer per text.",
+        ),
+        "HealthOk": obj(
+            {
+                "status": {"const": "ok"},
+                "model": string,
+                "precision": meta["precision"],
+                "max_length": {"type": "integer"},
+                "pid": {"type": "integer"},
+            }
+        ),
+        "HealthNotReady": obj(
+            {"status": {"enum": ["loading", "error"]}, "pid": {"type": "integer"}}
+        ),
+        "Error": obj(
+            {
+                "success": {"type": "boolean", "const": False},
+                "error": {"type": "string", "minLength": 1},
+                "code": {"type": "string"},
+            }
+        ),
     }
 
 
@@ -152,8 +242,12 @@ def error_components():
         schema = {"allOf": [ref("Error"), {"properties": {"code": {"enum": codes}}}]}
         response = json_body(schema, ERROR_TEXT[status])
         if status == 401:
-            response["headers"] = {"WWW-Authenticate": {
-                "description": 'Bearer realm="fillmask"', "schema": {"type": "string"}}}
+            response["headers"] = {
+                "WWW-Authenticate": {
+                    "description": 'Bearer realm="fillmask"',
+                    "schema": {"type": "string"},
+                }
+            }
         out[f"Error{status}"] = response
     return out
 
@@ -161,34 +255,69 @@ def error_components():
 def paths():
     """Every endpoint with its request body and every response it can give."""
     api_security = [{}, {"bearerAuth": []}]
-    predict_ok = json_body({"oneOf": [ref("PredictSingle"), ref("PredictBatch")]},
-                           "Candidates for every mask (`results`: one per text of `texts`).")
+    predict_ok = json_body(
+        {"oneOf": [ref("PredictSingle"), ref("PredictBatch")]},
+        "Candidates for every mask (`results`: one per text of `texts`).",
+    )
     return {
-        "/predict": {"post": {
-            "summary": "Fill every [MASK] of a text or of each of a list of texts",
-            "operationId": "predict", "security": api_security,
-            "requestBody": {"required": True,
-                            "content": {JSON: {"schema": ref("PredictRequest")}}},
-            "responses": {"200": predict_ok, **error_responses(API_ERRORS)}}},
-        "/fill-mask": {"post": {
-            "summary": "The Hugging Face Inference API fill-mask contract",
-            "operationId": "fill_mask", "security": api_security,
-            "requestBody": {"required": True,
-                            "content": {JSON: {"schema": ref("FillMaskRequest")}}},
-            "responses": {"200": json_body(ref("FillMaskResponse"), "Candidates per mask."),
-                          **error_responses(API_ERRORS)}}},
-        "/health": {"get": {
-            "summary": "Liveness and readiness", "operationId": "health",
-            "responses": {"200": json_body(ref("HealthOk"), "The model is loaded."),
-                          "503": json_body(ref("HealthNotReady"),
-                                           "The model is loading or failed to load.")}}},
-        "/openapi.json": {"get": {
-            "summary": "This document", "operationId": "openapi",
-            "responses": {"200": json_body({"type": "object"}, "The OpenAPI document.")}}},
-        "/": {"get": {
-            "summary": "The fill-in page", "operationId": "page",
-            "responses": {"200": {"description": "HTML page (scripts from /static only).",
-                                  "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/predict": {
+            "post": {
+                "summary": "Fill every [MASK] of a text or of each of a list of texts",
+                "operationId": "predict",
+                "security": api_security,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": ref("PredictRequest")}},
+                },
+                "responses": {"200": predict_ok, **error_responses(API_ERRORS)},
+            }
+        },
+        "/fill-mask": {
+            "post": {
+                "summary": "The Hugging Face Inference API fill-mask contract",
+                "operationId": "fill_mask",
+                "security": api_security,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": ref("FillMaskRequest")}},
+                },
+                "responses": {
+                    "200": json_body(ref("FillMaskResponse"), "Candidates per mask."),
+                    **error_responses(API_ERRORS),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness and readiness",
+                "operationId": "health",
+                "responses": {
+                    "200": json_body(ref("HealthOk"), "The model is loaded."),
+                    "503": json_body(
+                        ref("HealthNotReady"), "The model is loading or failed to load."
+                    ),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {"200": json_body({"type": "object"}, "The OpenAPI document.")},
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The fill-in page",
+                "operationId": "page",
+                "responses": {
+                    "200": {
+                        "description": "HTML page (scripts from /static only).",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     }
 
 
@@ -196,19 +325,26 @@ def build_spec(config):
     """The whole OpenAPI document for ``config``."""
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "填空 fill-mask service", "version": "1.0.0",
-                 "description": "Chinese BERT fill-mask. Every error is "
-                                '`{"success": false, "error": "...", "code": "..."}`; '
-                                "unknown paths give 404 and wrong methods 405 in that shape. "
-                                "CORS is closed unless CORS_ORIGINS lists origins; a preflight "
-                                "(OPTIONS) from another origin gets 403 origin_not_allowed."},
+        "info": {
+            "title": "填空 fill-mask service",
+            "version": "1.0.0",
+            "description": "Chinese BERT fill-mask. Every error is "
+            '`{"success": false, "error": "...", "code": "..."}`; '
+            "unknown paths give 404 and wrong methods 405 in that shape. "
+            "CORS is closed unless CORS_ORIGINS lists origins; a preflight "
+            "(OPTIONS) from another origin gets 403 origin_not_allowed.",
+        },
         "paths": paths(),
         "components": {
             "schemas": schemas(config),
             "responses": error_components(),
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "Needed for /predict and /fill-mask only when API_TOKEN is set."}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Needed for /predict and /fill-mask only when API_TOKEN is set.",
+                }
+            },
         },
     }
 
@@ -219,5 +355,6 @@ def openapi_json():
     spec = current_app.extensions.get("openapi")
     if spec is None:
         spec = current_app.extensions["openapi"] = build_spec(
-            current_app.extensions["fillmask"].config)
+            current_app.extensions["fillmask"].config
+        )
     return jsonify(spec)

@@ -38,7 +38,7 @@ def onnx_log_probs(predictor, prepared, batch_size=8):
     """The served graph's rows, run in padded batches as the service runs them."""
     out = []
     for start in range(0, len(prepared), batch_size):
-        out.extend(predictor.log_probs(prepared[start:start + batch_size]))
+        out.extend(predictor.log_probs(prepared[start : start + batch_size]))
     return out
 
 
@@ -53,9 +53,13 @@ def compare(reference, candidate, bias, k=TOP_K):
     ref = np.concatenate(reference)
     got = np.concatenate(candidate)
     same = np.all(ranking(ref, bias, k) == ranking(got, bias, k), axis=1)
-    return {"masks": int(len(ref)), "max_abs_diff": float(np.max(np.abs(ref - got))),
-            "topk": k, "topk_identical": int(same.sum()),
-            "passed": bool(same.all() and np.max(np.abs(ref - got)) <= TOLERANCE)}
+    return {
+        "masks": int(len(ref)),
+        "max_abs_diff": float(np.max(np.abs(ref - got))),
+        "topk": k,
+        "topk_identical": int(same.sum()),
+        "passed": bool(same.all() and np.max(np.abs(ref - got)) <= TOLERANCE),
+    }
 
 
 def agreement(reference, candidate, bias, k=TOP_K):
@@ -63,6 +67,9 @@ def agreement(reference, candidate, bias, k=TOP_K):
     ref = ranking(np.concatenate(reference), bias, k)
     got = ranking(np.concatenate(candidate), bias, k)
     top1 = float(np.mean(ref[:, 0] == got[:, 0]))
-    overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, got)]))
-    return {"masks": int(len(ref)), "top1_agreement": round(top1, 4),
-            f"top{k}_overlap": round(overlap, 4)}
+    overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, got, strict=True)]))
+    return {
+        "masks": int(len(ref)),
+        "top1_agreement": round(top1, 4),
+        f"top{k}_overlap": round(overlap, 4),
+    }

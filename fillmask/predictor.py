@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 UNUSED = re.compile(r"^\[unused\d+\]$")
 # bert-base-chinese's ids 104 and 105: placeholders from pre-training, never real text.
 PLACEHOLDERS = {"<S>", "<T>"}
-M_MMAP_THRESHOLD = -3            # mallopt() parameter number in glibc's malloc.h
+M_MMAP_THRESHOLD = -3  # mallopt() parameter number in glibc's malloc.h
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class Candidate:
 
     word: str
     token_id: int
-    score: float          # probability 0..1 over the whole vocabulary
-    sequence: str         # the original text with this mask filled, other masks kept
+    score: float  # probability 0..1 over the whole vocabulary
+    sequence: str  # the original text with this mask filled, other masks kept
 
 
 def return_freed_memory():
@@ -48,7 +48,7 @@ def return_freed_memory():
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 64 * 1024)
     except (OSError, AttributeError):
-        pass   # not glibc (musl, macOS): nothing to tune
+        pass  # not glibc (musl, macOS): nothing to tune
 
 
 def create_session(path, threads=1):
@@ -69,8 +69,12 @@ def create_session(path, threads=1):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=["SkipLayerNormFusion"])
+    session = ort.InferenceSession(
+        str(path),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=["SkipLayerNormFusion"],
+    )
     if "CPUExecutionProvider" not in session.get_providers():
         raise RuntimeError(f"CPUExecutionProvider unavailable: {session.get_providers()}")
     return session
@@ -80,8 +84,13 @@ def excluded_ids(words):
     """Bool array: ids never offered as candidates (special, [unusedN], <S>/<T>, ## pieces)."""
     excluded = np.zeros(len(words), dtype=bool)
     for i, word in enumerate(words):
-        if (word.startswith("[") and word.endswith("]")) or UNUSED.match(word) \
-                or word.startswith("##") or word in PLACEHOLDERS or not word.strip():
+        if (
+            (word.startswith("[") and word.endswith("]"))
+            or UNUSED.match(word)
+            or word.startswith("##")
+            or word in PLACEHOLDERS
+            or not word.strip()
+        ):
             excluded[i] = True
     return excluded
 
@@ -89,8 +98,9 @@ def excluded_ids(words):
 class Predictor:
     """Fill-mask inference for one exported model at one precision."""
 
-    def __init__(self, model_dir, *, precision="fp32", max_length=64, threads=1, max_masks=16,
-                 verify="size"):
+    def __init__(
+        self, model_dir, *, precision="fp32", max_length=64, threads=1, max_masks=16, verify="size"
+    ):
         files = open_model_dir(model_dir, precision, verify=verify)
         manifest = files.manifest
         self.name = files.name
@@ -107,9 +117,14 @@ class Predictor:
         special = manifest["special_tokens"]
         self.mask_id = special["mask"]
         self.pad_id = special.get("pad", 0)
-        self.preparer = TextPreparer(tokenizer, mask_token_id=self.mask_id,
-                                     cls_token_id=special["cls"], sep_token_id=special["sep"],
-                                     max_length=max_length, max_masks=max_masks)
+        self.preparer = TextPreparer(
+            tokenizer,
+            mask_token_id=self.mask_id,
+            cls_token_id=special["cls"],
+            sep_token_id=special["sep"],
+            max_length=max_length,
+            max_masks=max_masks,
+        )
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         self.words = [""] * max(len(vocab), manifest.get("vocab_size", 0))
         for word, index in vocab.items():
@@ -118,7 +133,7 @@ class Predictor:
         self.excluded = excluded_ids(self.words)
         # Added to a log-prob row, this removes excluded ids from any top-k in one vector op.
         self.exclusion_bias = np.where(self.excluded, -np.inf, 0.0).astype(np.float32)
-        self.infer = self.log_probs   # replaced by a micro-batcher's submit when batching is on
+        self.infer = self.log_probs  # replaced by a micro-batcher's submit when batching is on
 
     # -- stage 1: text -> windows -------------------------------------------------------------
     def prepare(self, text, field="text"):
@@ -137,9 +152,12 @@ class Predictor:
         for target in targets:
             index = self.token_id(target)
             if index is None:
-                raise FillMaskError(f"target {target!r} is not a single token of the model's "
-                                    "vocabulary; targets must be single characters or words "
-                                    "from vocab.txt", code="invalid_target")
+                raise FillMaskError(
+                    f"target {target!r} is not a single token of the model's "
+                    "vocabulary; targets must be single characters or words "
+                    "from vocab.txt",
+                    code="invalid_target",
+                )
             if index not in ids:
                 ids.append(index)
         return ids
@@ -151,13 +169,13 @@ class Predictor:
         input_ids = np.full((len(prepared), longest), self.pad_id, dtype=np.int64)
         attention = np.zeros((len(prepared), longest), dtype=np.int64)
         for row, item in enumerate(prepared):
-            input_ids[row, :len(item.input_ids)] = item.input_ids
-            attention[row, :len(item.input_ids)] = 1
+            input_ids[row, : len(item.input_ids)] = item.input_ids
+            attention[row, : len(item.input_ids)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": attention}
         (rows,) = self.session.run(None, {k: feeds[k] for k in self.input_names})
         out, start = [], 0
         for item in prepared:
-            out.append(rows[start:start + item.num_masks])
+            out.append(rows[start : start + item.num_masks])
             start += item.num_masks
         return out
 
@@ -166,7 +184,7 @@ class Predictor:
         chunk = max(1, int(chunk))
         out = []
         for start in range(0, len(prepared), chunk):
-            out.extend(self.infer(prepared[start:start + chunk]))
+            out.extend(self.infer(prepared[start : start + chunk]))
         return out
 
     # -- stage 3: rows -> candidates ----------------------------------------------------------
@@ -181,10 +199,17 @@ class Predictor:
                 scored = row + self.exclusion_bias
                 top = np.argpartition(-scored, top_k - 1)[:top_k]
                 order = top[np.argsort(-scored[top], kind="stable")]
-            result.append([
-                Candidate(word=self.words[i], token_id=int(i), score=float(np.exp(row[i])),
-                          sequence=item.fill_one(index, self.words[i]))
-                for i in order])
+            result.append(
+                [
+                    Candidate(
+                        word=self.words[i],
+                        token_id=int(i),
+                        score=float(np.exp(row[i])),
+                        sequence=item.fill_one(index, self.words[i]),
+                    )
+                    for i in order
+                ]
+            )
         return result
 
     def predict(self, texts, top_k=5, targets=None, fields=None):
@@ -194,7 +219,9 @@ class Predictor:
         """
         if fields is None:
             fields = ["text"] if len(texts) == 1 else [f"texts[{i}]" for i in range(len(texts))]
-        prepared = [self.prepare(t, f) for t, f in zip(texts, fields)]
+        prepared = [self.prepare(t, f) for t, f in zip(texts, fields, strict=True)]
         target_ids = self.target_ids(targets) if targets else None
         rows = self.infer(prepared)
-        return [self.candidates(p, r, top_k, target_ids) for p, r in zip(prepared, rows)]
+        return [
+            self.candidates(p, r, top_k, target_ids) for p, r in zip(prepared, rows, strict=True)
+        ]

@@ -15,8 +15,11 @@ logger = logging.getLogger(__name__)
 
 # bert-base-chinese's layout: [PAD]=0, [unused1..99]=1..99, [UNK]=100, [CLS]=101, [SEP]=102,
 # [MASK]=103, then punctuation, digits, letters and CJK characters.
-SPECIAL_TOKENS = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + [
-    "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<S>", "<T>"]
+SPECIAL_TOKENS = (
+    ["[PAD]"]
+    + [f"[unused{i}]" for i in range(1, 100)]
+    + ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "<S>", "<T>"]
+)
 ASCII_TOKENS = list("!\"#$%&'()*+,-./0123456789:;<=>?@[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~")
 CJK_PUNCTUATION = list("，。、；：？！“”‘’（）《》【】…—·～")
 COMMON_CHINESE = (
@@ -55,8 +58,17 @@ def chinese_vocab(size=None):
     return tokens
 
 
-def build_random_model(out_dir, *, vocab_size=None, hidden_size=32, num_layers=2, num_heads=2,
-                       intermediate_size=64, max_position_embeddings=128, seed=0):
+def build_random_model(
+    out_dir,
+    *,
+    vocab_size=None,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+    seed=0,
+):
     """Save a random ``BertForMaskedLM`` and its tokenizer to ``out_dir`` (save_pretrained).
 
     Defaults give a tiny model for tests. ``bert_base_chinese_architecture()`` gives the
@@ -72,12 +84,17 @@ def build_random_model(out_dir, *, vocab_size=None, hidden_size=32, num_layers=2
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     # transformers 5.x silently ignores vocab_file= on the fast tokenizer and builds a 5-token
     # vocabulary, so pass the mapping itself.
-    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True,
-                                  tokenize_chinese_chars=True)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size,
-                        num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                        intermediate_size=intermediate_size,
-                        max_position_embeddings=max_position_embeddings)
+    tokenizer = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, tokenize_chinese_chars=True
+    )
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+    )
     torch.manual_seed(seed)
     model = BertForMaskedLM(config)
     if hidden_size <= 64:
@@ -88,12 +105,23 @@ def build_random_model(out_dir, *, vocab_size=None, hidden_size=32, num_layers=2
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    logger.info("random model saved to %s (vocab %d, %d layers, hidden %d)",
-                out, len(vocab), num_layers, hidden_size)
+    logger.info(
+        "random model saved to %s (vocab %d, %d layers, hidden %d)",
+        out,
+        len(vocab),
+        num_layers,
+        hidden_size,
+    )
     return out
 
 
 def bert_base_chinese_architecture():
     """Arguments for ``build_random_model`` matching bert-base-chinese's config exactly."""
-    return dict(vocab_size=21128, hidden_size=768, num_layers=12, num_heads=12,
-                intermediate_size=3072, max_position_embeddings=512)
+    return dict(
+        vocab_size=21128,
+        hidden_size=768,
+        num_layers=12,
+        num_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+    )

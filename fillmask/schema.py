@@ -15,11 +15,11 @@ class FillRequest:
     """A validated fill-mask request, whichever endpoint it came through."""
 
     texts: tuple
-    batch: bool              # "texts" was given (answer with "results")
+    batch: bool  # "texts" was given (answer with "results")
     top_k: int = 5
     targets: tuple = ()
-    joint: bool = False      # decode each run of adjacent masks as one word ("blanks")
-    candidates: tuple = ()   # words to rank for the text's one blank ("choices")
+    joint: bool = False  # decode each run of adjacent masks as one word ("blanks")
+    candidates: tuple = ()  # words to rank for the text's one blank ("choices")
 
 
 MAX_CANDIDATES = 20
@@ -29,24 +29,29 @@ MAX_CANDIDATE_CHARS = 8
 def parse_json(raw, content_type):
     """Decode a request body that must be a JSON object."""
     if not _is_json(content_type):
-        raise FillMaskError("send the body as JSON with the header "
-                            "'Content-Type: application/json'", code="unsupported_media_type",
-                            status=415)
+        raise FillMaskError(
+            "send the body as JSON with the header 'Content-Type: application/json'",
+            code="unsupported_media_type",
+            status=415,
+        )
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         body = json.loads(text)
-        if "\\u" in text:          # only \u escapes can bring in lone surrogates
+        if "\\u" in text:  # only \u escapes can bring in lone surrogates
             body = _without_surrogates(body)
     except UnicodeDecodeError:
         raise FillMaskError("the body is not valid UTF-8", code="invalid_json") from None
     except RecursionError:
         raise FillMaskError("the JSON body is nested too deeply", code="invalid_json") from None
     except ValueError as exc:
-        raise FillMaskError(f"the body is not valid JSON ({_where(exc)})",
-                            code="invalid_json") from None
+        raise FillMaskError(
+            f"the body is not valid JSON ({_where(exc)})", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
-        raise FillMaskError("the JSON body must be an object, e.g. "
-                            '{"text": "今天天气真[MASK]啊"}', code="invalid_body")
+        raise FillMaskError(
+            'the JSON body must be an object, e.g. {"text": "今天天气真[MASK]啊"}',
+            code="invalid_body",
+        )
     return body
 
 
@@ -56,8 +61,10 @@ def parse_predict(body, config):
     if has_text and has_texts:
         raise FillMaskError("give either text or texts, not both", code="conflicting_fields")
     if not has_text and not has_texts:
-        raise FillMaskError('missing field text: send {"text": "...[MASK]..."} or '
-                            '{"texts": [...]}', code="missing_text")
+        raise FillMaskError(
+            'missing field text: send {"text": "...[MASK]..."} or {"texts": [...]}',
+            code="missing_text",
+        )
     if has_text:
         texts, batch = (_text(body["text"], "text"),), False
     else:
@@ -66,17 +73,27 @@ def parse_predict(body, config):
     targets = _targets(body.get("targets"), config)
     candidates = _candidates(body.get("candidates"))
     if targets and candidates:
-        raise FillMaskError("give either targets (single tokens scored per mask) or candidates "
-                            "(words ranked for the blank), not both", code="conflicting_fields")
-    return FillRequest(texts=texts, batch=batch, top_k=top_k, targets=targets,
-                       joint=_joint(body.get("joint", False)), candidates=candidates)
+        raise FillMaskError(
+            "give either targets (single tokens scored per mask) or candidates "
+            "(words ranked for the blank), not both",
+            code="conflicting_fields",
+        )
+    return FillRequest(
+        texts=texts,
+        batch=batch,
+        top_k=top_k,
+        targets=targets,
+        joint=_joint(body.get("joint", False)),
+        candidates=candidates,
+    )
 
 
 def parse_hf(body, config):
     """Validate a ``POST /fill-mask`` body (Hugging Face Inference API shape)."""
     if "inputs" not in body:
-        raise FillMaskError('missing field inputs: send {"inputs": "...[MASK]..."}',
-                            code="missing_text")
+        raise FillMaskError(
+            'missing field inputs: send {"inputs": "...[MASK]..."}', code="missing_text"
+        )
     inputs = body["inputs"]
     if isinstance(inputs, list):
         texts, batch = _texts(inputs, config.max_texts, field="inputs"), True
@@ -86,8 +103,12 @@ def parse_hf(body, config):
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise FillMaskError("parameters must be an object", code="invalid_type")
-    return FillRequest(texts=texts, batch=batch, top_k=_top_k(params.get("top_k", 5), config),
-                       targets=_targets(params.get("targets"), config))
+    return FillRequest(
+        texts=texts,
+        batch=batch,
+        top_k=_top_k(params.get("top_k", 5), config),
+        targets=_targets(params.get("targets"), config),
+    )
 
 
 def _without_surrogates(body):
@@ -99,8 +120,9 @@ def _without_surrogates(body):
 
 def _is_json(content_type):
     mime = (content_type or "").split(";")[0].strip().lower()
-    return mime == "application/json" or (mime.startswith("application/")
-                                           and mime.endswith("+json"))
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
 
 
 def _where(exc):
@@ -109,36 +131,43 @@ def _where(exc):
 
 def _text(value, field):
     if value is None:
-        raise FillMaskError(f"{field} must not be null; send a string containing [MASK]",
-                            code="missing_text")
+        raise FillMaskError(
+            f"{field} must not be null; send a string containing [MASK]", code="missing_text"
+        )
     if not isinstance(value, str):
-        raise FillMaskError(f"{field} must be a string containing [MASK], not "
-                            f"{_kind(value)}", code="invalid_type")
+        raise FillMaskError(
+            f"{field} must be a string containing [MASK], not {_kind(value)}", code="invalid_type"
+        )
     if not value.strip():
-        raise FillMaskError(f"{field} must not be empty; write a sentence containing [MASK]",
-                            code="empty_text")
+        raise FillMaskError(
+            f"{field} must not be empty; write a sentence containing [MASK]", code="empty_text"
+        )
     return value
 
 
 def _texts(value, limit, field="texts"):
     if not isinstance(value, list):
-        raise FillMaskError(f"{field} must be a list of strings, not {_kind(value)}",
-                            code="invalid_type")
+        raise FillMaskError(
+            f"{field} must be a list of strings, not {_kind(value)}", code="invalid_type"
+        )
     if not value:
         raise FillMaskError(f"{field} must hold at least one string", code="empty_batch")
     if len(value) > limit:
-        raise FillMaskError(f"{field} holds {len(value)} texts; at most {limit} per request",
-                            code="batch_too_large")
+        raise FillMaskError(
+            f"{field} holds {len(value)} texts; at most {limit} per request", code="batch_too_large"
+        )
     return tuple(_text(item, f"{field}[{i}]") for i, item in enumerate(value))
 
 
 def _top_k(value, config):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FillMaskError(f"top_k must be an integer from 1 to {config.max_top_k}",
-                            code="invalid_top_k")
+        raise FillMaskError(
+            f"top_k must be an integer from 1 to {config.max_top_k}", code="invalid_top_k"
+        )
     if not 1 <= value <= config.max_top_k:
-        raise FillMaskError(f"top_k must be from 1 to {config.max_top_k}, not {value}",
-                            code="invalid_top_k")
+        raise FillMaskError(
+            f"top_k must be from 1 to {config.max_top_k}, not {value}", code="invalid_top_k"
+        )
     return value
 
 
@@ -148,11 +177,15 @@ def _targets(value, config):
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise FillMaskError("targets must be a non-empty list of single-token strings, "
-                            'e.g. ["好", "坏"]', code="invalid_targets")
+        raise FillMaskError(
+            'targets must be a non-empty list of single-token strings, e.g. ["好", "坏"]',
+            code="invalid_targets",
+        )
     if len(value) > config.max_targets:
-        raise FillMaskError(f"targets holds {len(value)} entries; at most "
-                            f"{config.max_targets}", code="invalid_targets")
+        raise FillMaskError(
+            f"targets holds {len(value)} entries; at most {config.max_targets}",
+            code="invalid_targets",
+        )
     for item in value:
         if not isinstance(item, str) or not item.strip():
             raise FillMaskError("every target must be a non-empty string", code="invalid_targets")
@@ -163,8 +196,7 @@ def _joint(value):
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise FillMaskError(f"joint must be true or false, not {_kind(value)}",
-                            code="invalid_type")
+        raise FillMaskError(f"joint must be true or false, not {_kind(value)}", code="invalid_type")
     return value
 
 
@@ -172,24 +204,36 @@ def _candidates(value):
     """1..20 distinct words of 1..8 characters (surrounding spaces dropped, repeats merged)."""
     if value is None:
         return ()
-    accepted = (f"candidates must be a list of 1 to {MAX_CANDIDATES} words of 1 to "
-                f"{MAX_CANDIDATE_CHARS} characters, e.g. [\"添足\", \"点睛\"]")
+    accepted = (
+        f"candidates must be a list of 1 to {MAX_CANDIDATES} words of 1 to "
+        f'{MAX_CANDIDATE_CHARS} characters, e.g. ["添足", "点睛"]'
+    )
     if not isinstance(value, list) or not value:
         raise FillMaskError(accepted, code="invalid_candidates")
     if len(value) > MAX_CANDIDATES:
-        raise FillMaskError(f"candidates holds {len(value)} words; {accepted}",
-                            code="invalid_candidates")
+        raise FillMaskError(
+            f"candidates holds {len(value)} words; {accepted}", code="invalid_candidates"
+        )
     words = []
     for i, item in enumerate(value):
         word = item.strip() if isinstance(item, str) else None
         if not word or len(word) > MAX_CANDIDATE_CHARS:
-            raise FillMaskError(f"candidates[{i}] is not a word of 1 to {MAX_CANDIDATE_CHARS} "
-                                f"characters; {accepted}", code="invalid_candidates")
+            raise FillMaskError(
+                f"candidates[{i}] is not a word of 1 to {MAX_CANDIDATE_CHARS} "
+                f"characters; {accepted}",
+                code="invalid_candidates",
+            )
         if word not in words:
             words.append(word)
     return tuple(words)
 
 
 def _kind(value):
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), "a string")
+    return {
+        dict: "an object",
+        list: "a list",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), "a string")

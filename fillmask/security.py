@@ -13,9 +13,11 @@ from flask import current_app, jsonify, request
 logger = logging.getLogger(__name__)
 
 # No inline script or style anywhere: the page loads static/ files only.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                           "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
-                           "frame-ancestors 'none'; form-action 'self'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -60,8 +62,11 @@ def init_app(app, config):
 
 def is_preflight():
     """A browser's CORS preflight: OPTIONS with Origin and Access-Control-Request-Method."""
-    return (request.method == "OPTIONS" and "Origin" in request.headers
-            and "Access-Control-Request-Method" in request.headers)
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
 
 
 def allowed_origin(origins):
@@ -77,9 +82,12 @@ def allowed_origin(origins):
 def preflight(origins):
     """204 with the allowed methods and headers, or 403 for an origin not in CORS_ORIGINS."""
     if allowed_origin(origins) is None:
-        return error("this origin may not call the API from a browser; the server's "
-                     "CORS_ORIGINS setting lists the origins that may", "origin_not_allowed",
-                     403)
+        return error(
+            "this origin may not call the API from a browser; the server's "
+            "CORS_ORIGINS setting lists the origins that may",
+            "origin_not_allowed",
+            403,
+        )
     response = current_app.response_class(status=204)
     del response.headers["Content-Type"]
     response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
@@ -95,12 +103,19 @@ def check_token(token):
         # Constant-time comparison: response times must not reveal how much of it matched.
         if hmac.compare_digest(given.strip().encode("utf-8"), token):
             return None
-        response = error("the API token is wrong; send the server's API_TOKEN as "
-                         "'Authorization: Bearer <token>'", "unauthorized", 401)
+        response = error(
+            "the API token is wrong; send the server's API_TOKEN as "
+            "'Authorization: Bearer <token>'",
+            "unauthorized",
+            401,
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="fillmask", error="invalid_token"'
         return response
-    response = error("this server requires an API token: send the header "
-                     "'Authorization: Bearer <token>'", "unauthorized", 401)
+    response = error(
+        "this server requires an API token: send the header 'Authorization: Bearer <token>'",
+        "unauthorized",
+        401,
+    )
     response.headers["WWW-Authenticate"] = 'Bearer realm="fillmask"'
     return response
 

@@ -19,10 +19,10 @@ MASK_PATTERN = re.compile(r"[\[［]\s*mask\s*[\]］]", re.IGNORECASE)
 class Prepared:
     """One text ready for the model: ids for its window and where each mask came from."""
 
-    text: str                      # the user's original text
-    spans: tuple                   # (start, end) of each mask in ``text``, in order
-    input_ids: tuple               # [CLS] window [SEP]
-    mask_positions: tuple          # index of each mask in ``input_ids``
+    text: str  # the user's original text
+    spans: tuple  # (start, end) of each mask in ``text``, in order
+    input_ids: tuple  # [CLS] window [SEP]
+    mask_positions: tuple  # index of each mask in ``input_ids``
 
     @property
     def num_masks(self):
@@ -31,7 +31,7 @@ class Prepared:
     def fill(self, fillers):
         """Return the original text with mask i replaced by ``fillers[i]`` (None keeps it)."""
         out, last = [], 0
-        for (start, end), word in zip(self.spans, fillers):
+        for (start, end), word in zip(self.spans, fillers, strict=True):
             out.append(self.text[last:start])
             out.append(self.text[start:end] if word is None else word)
             last = end
@@ -64,8 +64,12 @@ class Prepared:
         for index, token_id in fills.items():
             ids[self.mask_positions[index]] = token_id
         keep = [i for i in range(self.num_masks) if i not in fills]
-        return replace(self, spans=tuple(self.spans[i] for i in keep), input_ids=tuple(ids),
-                       mask_positions=tuple(self.mask_positions[i] for i in keep))
+        return replace(
+            self,
+            spans=tuple(self.spans[i] for i in keep),
+            input_ids=tuple(ids),
+            mask_positions=tuple(self.mask_positions[i] for i in keep),
+        )
 
 
 def find_masks(text):
@@ -76,8 +80,9 @@ def find_masks(text):
 class TextPreparer:
     """Tokenise texts into model windows; holds the tokenizer and the limits."""
 
-    def __init__(self, tokenizer, *, mask_token_id, cls_token_id, sep_token_id,
-                 max_length=64, max_masks=16):
+    def __init__(
+        self, tokenizer, *, mask_token_id, cls_token_id, sep_token_id, max_length=64, max_masks=16
+    ):
         self.tokenizer = tokenizer
         self.mask_id = mask_token_id
         self.cls_id = cls_token_id
@@ -90,15 +95,19 @@ class TextPreparer:
         if not isinstance(text, str):
             raise FillMaskError(f"{field} must be a string", code="invalid_type")
         if not text.strip():
-            raise FillMaskError(f"{field} must not be empty; write a sentence containing [MASK]",
-                                code="empty_text")
+            raise FillMaskError(
+                f"{field} must not be empty; write a sentence containing [MASK]", code="empty_text"
+            )
         spans = find_masks(text)
         if not spans:
-            raise FillMaskError(f"{field} must contain [MASK] (also accepted: [mask], ［MASK］)",
-                                code="no_mask")
+            raise FillMaskError(
+                f"{field} must contain [MASK] (also accepted: [mask], ［MASK］)", code="no_mask"
+            )
         if len(spans) > self.max_masks:
-            raise FillMaskError(f"{field} has {len(spans)} masks; at most {self.max_masks} "
-                                "are accepted", code="too_many_masks")
+            raise FillMaskError(
+                f"{field} has {len(spans)} masks; at most {self.max_masks} are accepted",
+                code="too_many_masks",
+            )
         # Canonical spelling so the tokenizer's added-token matcher sees exactly "[MASK]";
         # surrogates (invalid in UTF-8) become U+FFFD so the Rust tokenizer accepts the text.
         pieces, last = [], 0
@@ -111,13 +120,17 @@ class TextPreparer:
         positions = [i for i, tok in enumerate(ids) if tok == self.mask_id]
         if len(positions) != len(spans):
             # A mask spelling glued into something the tokenizer read differently.
-            raise FillMaskError(f"{field}: could not locate every [MASK]; put each mask "
-                                "between characters or spaces", code="invalid_mask")
+            raise FillMaskError(
+                f"{field}: could not locate every [MASK]; put each mask "
+                "between characters or spaces",
+                code="invalid_mask",
+            )
         window_start, window_end = self._window(len(ids), positions[0], positions[-1], field)
         window = [self.cls_id] + ids[window_start:window_end] + [self.sep_id]
         mask_positions = tuple(p - window_start + 1 for p in positions)
-        return Prepared(text=text, spans=tuple(spans), input_ids=tuple(window),
-                        mask_positions=mask_positions)
+        return Prepared(
+            text=text, spans=tuple(spans), input_ids=tuple(window), mask_positions=mask_positions
+        )
 
     def _window(self, length, first, last, field):
         """Choose [start, end) of at most max_length-2 tokens holding every mask, centred."""
@@ -129,7 +142,9 @@ class TextPreparer:
             raise FillMaskError(
                 f"{field}: the masks span {needed} tokens, more than fit in one window of "
                 f"{room} tokens (max_length {self.max_length}); put the masks closer together "
-                "or split the text", code="masks_too_far_apart")
+                "or split the text",
+                code="masks_too_far_apart",
+            )
         # Give the masks as much context on both sides as the window allows.
         start = max(0, first - (room - needed) // 2)
         start = min(start, length - room)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tests never touch the network
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 from fillmask.config import Config  # noqa: E402
 
@@ -24,6 +24,7 @@ def _build_tiny_source(base):
     source = base / "tiny-src"
     if not (source / "config.json").exists():
         from fillmask.random_model import build_random_model
+
         build_random_model(source, max_position_embeddings=TINY_MAX_LENGTH)
     return source
 
@@ -49,8 +50,13 @@ def tiny_model_dir(tmp_path_factory):
     source = _build_tiny_source(tmp_path_factory.getbasetemp())
     out = tmp_path_factory.mktemp("tiny-model")
     import export_onnx
-    assert export_onnx.main(["--model", str(source), "--output", str(out), "--int8",
-                             "--name", "tiny-random-bert"]) == 0
+
+    assert (
+        export_onnx.main(
+            ["--model", str(source), "--output", str(out), "--int8", "--name", "tiny-random-bert"]
+        )
+        == 0
+    )
     return out
 
 
@@ -65,6 +71,7 @@ def make_config(model_dir, **overrides):
 def app(tiny_model_dir):
     """The Flask app on the tiny model (batching on, as served)."""
     from app import create_app
+
     return create_app(make_config(tiny_model_dir))
 
 
@@ -82,6 +89,7 @@ def predictor(app):
 def tiny_torch(tiny_source):
     """The tiny model in PyTorch (eager attention), for reference computations."""
     from transformers import BertForMaskedLM
+
     return BertForMaskedLM.from_pretrained(tiny_source, attn_implementation="eager").eval()
 
 
@@ -89,4 +97,5 @@ def tiny_torch(tiny_source):
 def tiny_tokenizer(tiny_source):
     """The tiny model's tokenizer as transformers loads it (independent of tokenizer.json)."""
     from transformers import BertTokenizerFast
+
     return BertTokenizerFast.from_pretrained(tiny_source)

@@ -26,8 +26,14 @@ class GunicornServer:
     def __init__(self, model_dir, startup_timeout=60, **env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, MODEL_DIR=str(model_dir), BIND=f"127.0.0.1:{self.port}",
-                        WORKERS="2", ORT_THREADS="1", ACCESS_LOG="0")
+        self.env = dict(
+            os.environ,
+            MODEL_DIR=str(model_dir),
+            BIND=f"127.0.0.1:{self.port}",
+            WORKERS="2",
+            ORT_THREADS="1",
+            ACCESS_LOG="0",
+        )
         self.env.update({k: str(v) for k, v in env.items()})
         self.startup_timeout = startup_timeout
         self.proc = None
@@ -36,18 +42,25 @@ class GunicornServer:
     def start(self):
         """Launch and wait until /health answers 200."""
         import tempfile
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="gunicorn-", suffix=".log",
-                                               delete=False)
+
+        self.log = tempfile.NamedTemporaryFile(
+            "w+", prefix="gunicorn-", suffix=".log", delete=False
+        )
         self.log_path = self.log.name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:app"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n"
-                                   + self.output())
+                raise RuntimeError(
+                    f"gunicorn exited with {self.proc.returncode}:\n" + self.output()
+                )
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
@@ -63,8 +76,9 @@ class GunicornServer:
 
     def worker_pids(self):
         """PIDs of the master's worker processes."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
         return [int(p) for p in out.split()]
 
     def stop(self, timeout=30):

@@ -30,7 +30,8 @@ class SpecChecker:
             return "#/paths/" + _escape(path) + f"/{method.lower()}/responses/{status}"
         # Unknown paths, undocumented methods and CORS preflights: the generic error components.
         assert status in GENERIC_ERRORS and method.lower() not in (operations or {}), (
-            f"{method} {path} answered {status}, which the spec does not document")
+            f"{method} {path} answered {status}, which the spec does not document"
+        )
         return f"#/components/responses/Error{status}"
 
     def validate(self, path, method, status, content_type, body_bytes):
@@ -43,24 +44,38 @@ class SpecChecker:
             return None
         body = json.loads(body_bytes)
         schema = {"$ref": SPEC_URI + pointer + "/content/" + _escape(JSON) + "/schema"}
-        errors = sorted(Draft202012Validator(schema, registry=self.registry).iter_errors(body),
-                        key=lambda e: list(e.absolute_path))
-        assert not errors, (f"{method} {path} {status} does not match the spec: "
-                            f"{errors[0].message[:300]} at {list(errors[0].absolute_path)}")
+        errors = sorted(
+            Draft202012Validator(schema, registry=self.registry).iter_errors(body),
+            key=lambda e: list(e.absolute_path),
+        )
+        assert not errors, (
+            f"{method} {path} {status} does not match the spec: "
+            f"{errors[0].message[:300]} at {list(errors[0].absolute_path)}"
+        )
         return body
 
     def validate_request(self, path, method, body):
         """Raise AssertionError unless ``body`` matches the documented request body."""
-        pointer = ("#/paths/" + _escape(path) + f"/{method.lower()}/requestBody/content/"
-                   + _escape(JSON) + "/schema")
-        errors = list(Draft202012Validator({"$ref": SPEC_URI + pointer},
-                                           registry=self.registry).iter_errors(body))
-        assert not errors, (f"{method} {path}: the server accepted a body the spec refuses: "
-                            f"{errors[0].message[:300]}")
+        pointer = (
+            "#/paths/"
+            + _escape(path)
+            + f"/{method.lower()}/requestBody/content/"
+            + _escape(JSON)
+            + "/schema"
+        )
+        errors = list(
+            Draft202012Validator({"$ref": SPEC_URI + pointer}, registry=self.registry).iter_errors(
+                body
+            )
+        )
+        assert not errors, (
+            f"{method} {path}: the server accepted a body the spec refuses: "
+            f"{errors[0].message[:300]}"
+        )
 
     def check(self, response, path, method="POST"):
         """Validate a Flask test-client or ``requests`` response; return its JSON body."""
-        status = getattr(response, "status_code")
+        status = response.status_code
         data = response.get_data() if hasattr(response, "get_data") else response.content
         return self.validate(path, method, status, response.headers.get("Content-Type"), data)
 

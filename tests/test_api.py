@@ -66,9 +66,21 @@ def test_spacing_and_case_kept(client):
 
 def test_excluded_ids_rule():
     from fillmask.predictor import excluded_ids
+
     words = ["[PAD]", "[unused7]", "[MASK]", "<S>", "<T>", "##er", "", "好", "[", "]", "a"]
-    assert excluded_ids(words).tolist() == [True, True, True, True, True, True, True,
-                                            False, False, False, False]
+    assert excluded_ids(words).tolist() == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_candidates_exclude_special_unused_and_subwords(client, predictor):
@@ -82,11 +94,11 @@ def test_batch_matches_single_requests(client):
     texts = ["今天天气真[MASK]啊", "画蛇[MASK][MASK]，多此一举。", "我们是好朋[MASK]。"]
     batch = post(client, {"texts": texts, "top_k": 4}).get_json()
     assert batch["success"] and len(batch["results"]) == 3
-    for text, got in zip(texts, batch["results"]):
+    for text, got in zip(texts, batch["results"], strict=True):
         alone = post(client, {"text": text, "top_k": 4}).get_json()
         assert [c["token_id"] for c in got["result"]] == [c["token_id"] for c in alone["result"]]
-        for a, b in zip(got["masks"], alone["masks"]):
-            for x, y in zip(a["candidates"], b["candidates"]):
+        for a, b in zip(got["masks"], alone["masks"], strict=True):
+            for x, y in zip(a["candidates"], b["candidates"], strict=True):
                 assert x["score"] == pytest.approx(y["score"], abs=1e-5)
 
 
@@ -103,8 +115,10 @@ def test_targets_rank_only_those(client):
 
 
 def test_long_text_is_windowed_around_the_masks(app, tiny_model_dir):
-    from app import create_app
     from conftest import make_config
+
+    from app import create_app
+
     short = create_app(make_config(tiny_model_dir, max_length=16)).test_client()
     text = "我" * 100 + "爱北京天安[MASK]。" + "好" * 100
     body = post(short, {"text": text}).get_json()
@@ -127,8 +141,9 @@ def test_window_equals_the_model_on_the_window(predictor):
 
 
 def test_hf_shape(client):
-    one = post(client, {"inputs": "今天天气真[MASK]啊", "parameters": {"top_k": 2}},
-               "/fill-mask").get_json()
+    one = post(
+        client, {"inputs": "今天天气真[MASK]啊", "parameters": {"top_k": 2}}, "/fill-mask"
+    ).get_json()
     assert isinstance(one, list) and len(one) == 2
     assert set(one[0]) == {"score", "token", "token_str", "sequence"}
     two = post(client, {"inputs": "[MASK]天天气真[MASK]啊"}, "/fill-mask").get_json()
@@ -140,25 +155,28 @@ def test_health(client):
     assert body["status"] == "ok" and body["max_length"] == 64 and body["pid"] > 0
 
 
-@pytest.mark.parametrize("body,status,code", [
-    ("{", 400, "invalid_json"),
-    ("[1, 2]", 400, "invalid_body"),
-    ('{"text": 5}', 400, "invalid_type"),
-    ('{"text": ""}', 400, "empty_text"),
-    ('{"text": "   "}', 400, "empty_text"),
-    ('{}', 400, "missing_text"),
-    ('{"text": "没有掩码"}', 400, "no_mask"),
-    ('{"text": "[MASK]", "top_k": 0}', 400, "invalid_top_k"),
-    ('{"text": "[MASK]", "top_k": 51}', 400, "invalid_top_k"),
-    ('{"text": "[MASK]", "top_k": "5"}', 400, "invalid_top_k"),
-    ('{"text": "[MASK]", "top_k": true}', 400, "invalid_top_k"),
-    ('{"texts": []}', 400, "empty_batch"),
-    ('{"texts": "[MASK]"}', 400, "invalid_type"),
-    ('{"text": "[MASK]", "texts": ["[MASK]"]}', 400, "conflicting_fields"),
-    ('{"text": "[MASK]", "targets": []}', 400, "invalid_targets"),
-    ('{"text": "[MASK]", "targets": ["不在词表里的词"]}', 400, "invalid_target"),
-    ('{"text": "' + "[MASK]" * 17 + '"}', 400, "too_many_masks"),
-])
+@pytest.mark.parametrize(
+    "body,status,code",
+    [
+        ("{", 400, "invalid_json"),
+        ("[1, 2]", 400, "invalid_body"),
+        ('{"text": 5}', 400, "invalid_type"),
+        ('{"text": ""}', 400, "empty_text"),
+        ('{"text": "   "}', 400, "empty_text"),
+        ("{}", 400, "missing_text"),
+        ('{"text": "没有掩码"}', 400, "no_mask"),
+        ('{"text": "[MASK]", "top_k": 0}', 400, "invalid_top_k"),
+        ('{"text": "[MASK]", "top_k": 51}', 400, "invalid_top_k"),
+        ('{"text": "[MASK]", "top_k": "5"}', 400, "invalid_top_k"),
+        ('{"text": "[MASK]", "top_k": true}', 400, "invalid_top_k"),
+        ('{"texts": []}', 400, "empty_batch"),
+        ('{"texts": "[MASK]"}', 400, "invalid_type"),
+        ('{"text": "[MASK]", "texts": ["[MASK]"]}', 400, "conflicting_fields"),
+        ('{"text": "[MASK]", "targets": []}', 400, "invalid_targets"),
+        ('{"text": "[MASK]", "targets": ["不在词表里的词"]}', 400, "invalid_target"),
+        ('{"text": "' + "[MASK]" * 17 + '"}', 400, "too_many_masks"),
+    ],
+)
 def test_bad_input(client, body, status, code):
     r = client.post("/predict", data=body, content_type="application/json")
     assert r.status_code == status
@@ -194,9 +212,11 @@ def test_404_and_405_are_json(client):
 
 
 def test_missing_model_is_503(tmp_path):
-    from app import create_app
     from conftest import make_config
-    c = create_app(make_config(tmp_path / "none", strict=False)).test_client()
+
+    from app import create_app
+
+    c = create_app(make_config(tmp_path / "none", strict=True)).test_client()
     r = post(c, {"text": "[MASK]"})
     assert r.status_code == 503 and r.get_json()["code"] == "model_unavailable"
     h = c.get("/health")
@@ -208,8 +228,12 @@ def test_internal_error_is_generic_500(app, monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("secret /internal/path detail")
+
     monkeypatch.setattr(predictor, "predict", boom)
     r = app.test_client().post("/predict", json={"text": "好[MASK]"})
     assert r.status_code == 500
-    assert r.get_json() == {"success": False, "error": "internal server error",
-                            "code": "internal_error"}
+    assert r.get_json() == {
+        "success": False,
+        "error": "internal server error",
+        "code": "internal_error",
+    }

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
-
 from conftest import ROOT, make_config
+
 from fillmask.openapi import ERROR_CODES
 
 GOOD = "今天天气真[MASK]啊"
@@ -22,14 +22,14 @@ class Case:
     name: str
     status: int
     code: str
-    hint: str                      # a fragment the message must contain: what is accepted
+    hint: str  # a fragment the message must contain: what is accepted
     path: str = "/predict"
-    body: object = None            # sent as JSON
-    raw: object = None             # sent as-is with Content-Type: application/json
+    body: object = None  # sent as JSON
+    raw: object = None  # sent as-is with Content-Type: application/json
     method: str = "POST"
     headers: dict = field(default_factory=dict)
     content_type: str = "application/json"
-    app: str = "main"              # which app of the ``apps`` fixture answers
+    app: str = "main"  # which app of the ``apps`` fixture answers
 
 
 def predict(name, status, code, hint, body, **kw):
@@ -48,17 +48,40 @@ CASES = [
     raw("single_quotes", 400, "invalid_json", "not valid JSON", "{'text': '好[MASK]'}"),
     raw("not_utf8", 400, "invalid_json", "UTF-8", b'{"text": "\xff\xfe[MASK]"}'),
     raw("nested_too_deeply", 400, "invalid_json", "nested too deeply", "[" * 100_000),
-    raw("huge_integer", 400, "invalid_json", "not valid JSON",
-        '{"text": "好[MASK]", "top_k": 1' + "0" * 5000 + "}"),
+    raw(
+        "huge_integer",
+        400,
+        "invalid_json",
+        "not valid JSON",
+        '{"text": "好[MASK]", "top_k": 1' + "0" * 5000 + "}",
+    ),
     raw("json_array", 400, "invalid_body", "must be an object", '["好[MASK]"]'),
     raw("json_string", 400, "invalid_body", "must be an object", '"好[MASK]"'),
     raw("json_null", 400, "invalid_body", "must be an object", "null"),
-    raw("form_encoded", 415, "unsupported_media_type", "Content-Type: application/json",
-        "text=好[MASK]", content_type="application/x-www-form-urlencoded"),
-    raw("text_plain", 415, "unsupported_media_type", "application/json", '{"text": "好[MASK]"}',
-        content_type="text/plain"),
-    raw("no_content_type", 415, "unsupported_media_type", "application/json",
-        '{"text": "好[MASK]"}', content_type=None),
+    raw(
+        "form_encoded",
+        415,
+        "unsupported_media_type",
+        "Content-Type: application/json",
+        "text=好[MASK]",
+        content_type="application/x-www-form-urlencoded",
+    ),
+    raw(
+        "text_plain",
+        415,
+        "unsupported_media_type",
+        "application/json",
+        '{"text": "好[MASK]"}',
+        content_type="text/plain",
+    ),
+    raw(
+        "no_content_type",
+        415,
+        "unsupported_media_type",
+        "application/json",
+        '{"text": "好[MASK]"}',
+        content_type=None,
+    ),
     # -- the text(s)
     predict("no_text_field", 400, "missing_text", "missing field text", {"top_k": 3}),
     predict("misspelt_field", 400, "missing_text", "missing field text", {"txt": GOOD}),
@@ -72,16 +95,27 @@ CASES = [
     predict("text_whitespace", 400, "empty_text", "must not be empty", {"text": " \t\n\u3000"}),
     predict("texts_empty", 400, "empty_batch", "at least one", {"texts": []}),
     predict("texts_too_many", 400, "batch_too_large", "at most 32", {"texts": [GOOD] * 33}),
-    predict("text_and_texts", 400, "conflicting_fields", "not both",
-            {"text": GOOD, "texts": [GOOD]}),
-    predict("targets_and_candidates", 400, "conflicting_fields", "not both",
-            {"text": GOOD, "targets": ["好"], "candidates": ["好"]}),
+    predict(
+        "text_and_texts", 400, "conflicting_fields", "not both", {"text": GOOD, "texts": [GOOD]}
+    ),
+    predict(
+        "targets_and_candidates",
+        400,
+        "conflicting_fields",
+        "not both",
+        {"text": GOOD, "targets": ["好"], "candidates": ["好"]},
+    ),
     predict("no_mask", 400, "no_mask", "must contain [MASK]", {"text": "今天天气真好啊"}),
     predict("broken_mask", 400, "no_mask", "[mask]", {"text": "今天天气真[MASK啊"}),
     predict("no_mask_in_second_text", 400, "no_mask", "texts[1]", {"texts": [GOOD, "好"]}),
     predict("too_many_masks", 400, "too_many_masks", "at most 16", {"text": "[MASK]" * 17}),
-    predict("masks_too_far_apart", 400, "masks_too_far_apart", "closer together",
-            {"text": "[MASK]" + "我" * 80 + "[MASK]"}),
+    predict(
+        "masks_too_far_apart",
+        400,
+        "masks_too_far_apart",
+        "closer together",
+        {"text": "[MASK]" + "我" * 80 + "[MASK]"},
+    ),
     # -- top_k
     predict("top_k_zero", 400, "invalid_top_k", "from 1 to 50", {"text": GOOD, "top_k": 0}),
     predict("top_k_negative", 400, "invalid_top_k", "from 1 to 50", {"text": GOOD, "top_k": -3}),
@@ -92,65 +126,187 @@ CASES = [
     predict("top_k_null", 400, "invalid_top_k", "integer", {"text": GOOD, "top_k": None}),
     raw("top_k_nan", 400, "invalid_top_k", "integer", '{"text": "好[MASK]", "top_k": NaN}'),
     # -- targets
-    predict("targets_empty", 400, "invalid_targets", "non-empty list",
-            {"text": GOOD, "targets": []}),
-    predict("targets_object", 400, "invalid_targets", "non-empty list",
-            {"text": GOOD, "targets": {"好": 1}}),
-    predict("targets_number", 400, "invalid_targets", "non-empty string",
-            {"text": GOOD, "targets": ["好", 3]}),
-    predict("targets_too_many", 400, "invalid_targets", "at most 100",
-            {"text": GOOD, "targets": ["好"] * 101}),
-    predict("target_not_in_vocab", 400, "invalid_target", "vocab.txt",
-            {"text": GOOD, "targets": ["不在词表里的词"]}),
-    predict("target_special_token", 400, "invalid_target", "single token",
-            {"text": GOOD, "targets": ["[SEP]"]}),
+    predict(
+        "targets_empty", 400, "invalid_targets", "non-empty list", {"text": GOOD, "targets": []}
+    ),
+    predict(
+        "targets_object",
+        400,
+        "invalid_targets",
+        "non-empty list",
+        {"text": GOOD, "targets": {"好": 1}},
+    ),
+    predict(
+        "targets_number",
+        400,
+        "invalid_targets",
+        "non-empty string",
+        {"text": GOOD, "targets": ["好", 3]},
+    ),
+    predict(
+        "targets_too_many",
+        400,
+        "invalid_targets",
+        "at most 100",
+        {"text": GOOD, "targets": ["好"] * 101},
+    ),
+    predict(
+        "target_not_in_vocab",
+        400,
+        "invalid_target",
+        "vocab.txt",
+        {"text": GOOD, "targets": ["不在词表里的词"]},
+    ),
+    predict(
+        "target_special_token",
+        400,
+        "invalid_target",
+        "single token",
+        {"text": GOOD, "targets": ["[SEP]"]},
+    ),
     # -- whole-word blanks and multiple choice
     predict("joint_string", 400, "invalid_type", "true or false", {"text": GOOD, "joint": "yes"}),
-    predict("candidates_two_blanks", 400, "invalid_blank", "exactly one blank",
-            {"text": "[MASK]天天气真[MASK]啊", "candidates": ["好"]}),
-    predict("candidates_string", 400, "invalid_candidates", "list of 1 to 20",
-            {"text": GOOD, "candidates": "好"}),
-    predict("candidates_empty", 400, "invalid_candidates", "list of 1 to 20",
-            {"text": GOOD, "candidates": []}),
-    predict("candidates_too_many", 400, "invalid_candidates", "1 to 20",
-            {"text": GOOD, "candidates": ["好"] * 21}),
-    predict("candidate_too_long", 400, "invalid_candidates", "1 to 8 characters",
-            {"text": GOOD, "candidates": ["好" * 9]}),
-    predict("candidate_blank", 400, "invalid_candidates", "candidates[1]",
-            {"text": GOOD, "candidates": ["好", "  "]}),
+    predict(
+        "candidates_two_blanks",
+        400,
+        "invalid_blank",
+        "exactly one blank",
+        {"text": "[MASK]天天气真[MASK]啊", "candidates": ["好"]},
+    ),
+    predict(
+        "candidates_string",
+        400,
+        "invalid_candidates",
+        "list of 1 to 20",
+        {"text": GOOD, "candidates": "好"},
+    ),
+    predict(
+        "candidates_empty",
+        400,
+        "invalid_candidates",
+        "list of 1 to 20",
+        {"text": GOOD, "candidates": []},
+    ),
+    predict(
+        "candidates_too_many",
+        400,
+        "invalid_candidates",
+        "1 to 20",
+        {"text": GOOD, "candidates": ["好"] * 21},
+    ),
+    predict(
+        "candidate_too_long",
+        400,
+        "invalid_candidates",
+        "1 to 8 characters",
+        {"text": GOOD, "candidates": ["好" * 9]},
+    ),
+    predict(
+        "candidate_blank",
+        400,
+        "invalid_candidates",
+        "candidates[1]",
+        {"text": GOOD, "candidates": ["好", "  "]},
+    ),
     # -- the Hugging Face endpoint
-    Case("hf_no_inputs", 400, "missing_text", "missing field inputs", path="/fill-mask",
-         body={"text": GOOD}),
-    Case("hf_inputs_number", 400, "invalid_type", "inputs must be a string", path="/fill-mask",
-         body={"inputs": 3}),
-    Case("hf_parameters_list", 400, "invalid_type", "parameters must be an object",
-         path="/fill-mask", body={"inputs": GOOD, "parameters": []}),
-    Case("hf_top_k", 400, "invalid_top_k", "from 1 to 50", path="/fill-mask",
-         body={"inputs": GOOD, "parameters": {"top_k": 99}}),
-    Case("hf_empty_inputs", 400, "empty_batch", "at least one", path="/fill-mask",
-         body={"inputs": []}),
+    Case(
+        "hf_no_inputs",
+        400,
+        "missing_text",
+        "missing field inputs",
+        path="/fill-mask",
+        body={"text": GOOD},
+    ),
+    Case(
+        "hf_inputs_number",
+        400,
+        "invalid_type",
+        "inputs must be a string",
+        path="/fill-mask",
+        body={"inputs": 3},
+    ),
+    Case(
+        "hf_parameters_list",
+        400,
+        "invalid_type",
+        "parameters must be an object",
+        path="/fill-mask",
+        body={"inputs": GOOD, "parameters": []},
+    ),
+    Case(
+        "hf_top_k",
+        400,
+        "invalid_top_k",
+        "from 1 to 50",
+        path="/fill-mask",
+        body={"inputs": GOOD, "parameters": {"top_k": 99}},
+    ),
+    Case(
+        "hf_empty_inputs",
+        400,
+        "empty_batch",
+        "at least one",
+        path="/fill-mask",
+        body={"inputs": []},
+    ),
     # -- HTTP level
     Case("unknown_path", 404, "not_found", "POST /predict", path="/predictt", body={}),
     Case("get_predict", 405, "method_not_allowed", "not allowed", method="GET"),
-    Case("put_fill_mask", 405, "method_not_allowed", "not allowed", path="/fill-mask",
-         method="PUT", body={"inputs": GOOD}),
-    raw("body_over_limit", 413, "request_entity_too_large", "larger than",
-        json.dumps({"text": "好" * 600_000 + "[MASK]"})),
+    Case(
+        "put_fill_mask",
+        405,
+        "method_not_allowed",
+        "not allowed",
+        path="/fill-mask",
+        method="PUT",
+        body={"inputs": GOOD},
+    ),
+    raw(
+        "body_over_limit",
+        413,
+        "request_entity_too_large",
+        "larger than",
+        json.dumps({"text": "好" * 600_000 + "[MASK]"}),
+    ),
     # -- who may call, and the model's state
-    predict("no_token", 401, "unauthorized", "Authorization: Bearer", {"text": GOOD},
-            app="locked"),
-    predict("wrong_token", 401, "unauthorized", "API_TOKEN", {"text": GOOD}, app="locked",
-            headers={"Authorization": "Bearer nope"}),
-    Case("preflight_other_origin", 403, "origin_not_allowed", "CORS_ORIGINS", method="OPTIONS",
-         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}),
-    predict("model_missing", 503, "model_unavailable", "failed to load", {"text": GOOD},
-            app="broken"),
-    predict("model_loading", 503, "model_not_ready", "try again", {"text": GOOD},
-            app="loading"),
-    predict("tokenizer_disagrees", 400, "invalid_mask", "put each mask", {"text": GOOD},
-            app="odd_tokenizer"),
-    predict("bug_in_the_service", 500, "internal_error", "internal server error",
-            {"text": GOOD}, app="buggy"),
+    predict("no_token", 401, "unauthorized", "Authorization: Bearer", {"text": GOOD}, app="locked"),
+    predict(
+        "wrong_token",
+        401,
+        "unauthorized",
+        "API_TOKEN",
+        {"text": GOOD},
+        app="locked",
+        headers={"Authorization": "Bearer nope"},
+    ),
+    Case(
+        "preflight_other_origin",
+        403,
+        "origin_not_allowed",
+        "CORS_ORIGINS",
+        method="OPTIONS",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    ),
+    predict(
+        "model_missing", 503, "model_unavailable", "failed to load", {"text": GOOD}, app="broken"
+    ),
+    predict("model_loading", 503, "model_not_ready", "try again", {"text": GOOD}, app="loading"),
+    predict(
+        "tokenizer_disagrees",
+        400,
+        "invalid_mask",
+        "put each mask",
+        {"text": GOOD},
+        app="odd_tokenizer",
+    ),
+    predict(
+        "bug_in_the_service",
+        500,
+        "internal_error",
+        "internal server error",
+        {"text": GOOD},
+        app="buggy",
+    ),
 ]
 
 
@@ -165,6 +321,7 @@ class DroppingTokenizer:
 
         class Ids:
             ids = [i for i in encoding.ids if i != self.mask_id]
+
         return Ids()
 
 
@@ -172,11 +329,14 @@ class DroppingTokenizer:
 def apps(tiny_model_dir, tmp_path_factory):
     """The main app and the special ones some cases need."""
     from app import create_app
-    made = {"main": create_app(make_config(tiny_model_dir)),
-            "locked": create_app(make_config(tiny_model_dir, api_token=TOKEN)),
-            "broken": create_app(make_config(tmp_path_factory.mktemp("empty"), strict=False))}
-    loading = create_app(make_config(tmp_path_factory.mktemp("empty"), strict=False))
-    loading.extensions["fillmask"].error = None        # as before the first load finished
+
+    made = {
+        "main": create_app(make_config(tiny_model_dir)),
+        "locked": create_app(make_config(tiny_model_dir, api_token=TOKEN)),
+        "broken": create_app(make_config(tmp_path_factory.mktemp("empty"), strict=True)),
+    }
+    loading = create_app(make_config(tmp_path_factory.mktemp("empty"), strict=True))
+    loading.extensions["fillmask"].error = None  # as before the first load finished
     made["loading"] = loading
     odd = create_app(make_config(tiny_model_dir))
     preparer = odd.extensions["fillmask"].predictor.preparer
@@ -186,6 +346,7 @@ def apps(tiny_model_dir, tmp_path_factory):
 
     def crash(*args, **kwargs):
         raise KeyError(f"{SECRET} line 12 in _secret_helper")
+
     buggy.extensions["fillmask"].predictor.predict = crash
     made["buggy"] = buggy
     return made
@@ -230,8 +391,9 @@ def test_bad_input(apps, case):
     assert case.hint in body["error"], body["error"]
     assert set(body) == {"success", "error", "code"}
     assert_no_leak(raw_text)
-    assert_no_leak(" ".join(f"{k}: {v}" for k, v in r.headers.items()
-                            if k != "Content-Security-Policy"))
+    assert_no_leak(
+        " ".join(f"{k}: {v}" for k, v in r.headers.items() if k != "Content-Security-Policy")
+    )
 
 
 def test_at_least_40_cases_and_every_code_covered():

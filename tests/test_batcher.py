@@ -9,8 +9,14 @@ import pytest
 
 from fillmask.batcher import MicroBatcher
 
-TEXTS = ["今天天气真[MASK]啊", "床前明月[MASK]，疑是地上霜。", "[MASK]", "我爱北京天安[MASK]。",
-         "[MASK]前明月光，疑是地上[MASK]。", "春眠不觉晓，处处闻啼[MASK]。夜来风雨声，花落知多少。"]
+TEXTS = [
+    "今天天气真[MASK]啊",
+    "床前明月[MASK]，疑是地上霜。",
+    "[MASK]",
+    "我爱北京天安[MASK]。",
+    "[MASK]前明月光，疑是地上[MASK]。",
+    "春眠不觉晓，处处闻啼[MASK]。夜来风雨声，花落知多少。",
+]
 
 
 class GatedRun:
@@ -48,7 +54,7 @@ def submit_while_held(batcher, run, first, others):
     def call(index, items):
         try:
             outcomes[index] = batcher.submit(items)
-        except Exception as exc:            # the error is the outcome under test
+        except Exception as exc:  # the error is the outcome under test
             outcomes[index] = exc
 
     threads = [threading.Thread(target=call, args=(0, first))]
@@ -134,7 +140,7 @@ def test_busy_batcher_waits_for_the_clients_of_the_last_batch():
 def test_batched_rows_equal_unbatched(predictor):
     prepared = [predictor.prepare(t) for t in TEXTS]
     together = predictor.log_probs(prepared)
-    for item, rows in zip(prepared, together):
+    for item, rows in zip(prepared, together, strict=True):
         (alone,) = predictor.log_probs([item])
         assert rows.shape == (item.num_masks, len(predictor.words))
         np.testing.assert_allclose(rows, alone, atol=1e-4)
@@ -158,14 +164,13 @@ def test_concurrent_http_requests_get_their_own_answers(app, predictor, monkeypa
     expected = {}
     for text in TEXTS:
         item = predictor.prepare(text)
-        (rows,) = predictor.log_probs([item])        # unbatched, straight to the session
+        (rows,) = predictor.log_probs([item])  # unbatched, straight to the session
         masks = predictor.candidates(item, rows, 5)
-        expected[text] = ([[c.word for c in m] for m in masks],
-                          [c.score for m in masks for c in m])
+        expected[text] = ([[c.word for c in m] for m in masks], [c.score for m in masks for c in m])
     # Slow each run a little so that requests arriving meanwhile are sure to meet.
     real_run = batcher._run
     monkeypatch.setattr(batcher, "_run", lambda items: (time.sleep(0.05), real_run(items))[1])
-    bad = {"text": "没有面具"}                  # no [MASK]: a 400 of its own
+    bad = {"text": "没有面具"}  # no [MASK]: a 400 of its own
     bodies = [{"text": t} for t in TEXTS * 2] + [bad]
     before = (batcher.batches, batcher.items)
     barrier = threading.Barrier(len(bodies))
@@ -177,7 +182,7 @@ def test_concurrent_http_requests_get_their_own_answers(app, predictor, monkeypa
 
     with ThreadPoolExecutor(len(bodies)) as pool:
         responses = list(pool.map(call, bodies))
-    for body, response in zip(bodies, responses):
+    for body, response in zip(bodies, responses, strict=True):
         if body is bad:
             assert response.status_code == 400 and response.get_json()["code"] == "no_mask"
         else:
@@ -185,11 +190,11 @@ def test_concurrent_http_requests_get_their_own_answers(app, predictor, monkeypa
             assert_same_answer(answer_of(response.get_json()), expected[body["text"]])
     runs, items = batcher.batches - before[0], batcher.items - before[1]
     assert items == len(TEXTS) * 2
-    assert runs < items      # concurrent requests shared runs
+    assert runs < items  # concurrent requests shared runs
 
 
 def test_batch_of_texts_equals_single_requests(client):
     together = client.post("/predict", json={"texts": TEXTS}).get_json()["results"]
-    for text, result in zip(TEXTS, together):
+    for text, result in zip(TEXTS, together, strict=True):
         alone = client.post("/predict", json={"text": text}).get_json()
         assert_same_answer(answer_of(result), answer_of(alone))

@@ -11,23 +11,36 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from live import GunicornServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # Flags that work as root on a machine without network access.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Used only if the server sends no policy, so these tests always run under one.
-FALLBACK_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                "connect-src 'self'; base-uri 'none'; form-action 'self'")
+FALLBACK_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'"
+)
 IDIOM = "画蛇[MASK][MASK]，多此一举。"
 NOT_LOADING = "() => !document.getElementById('status').classList.contains('status-loading')"
 
-pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.live,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+]
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -69,8 +82,9 @@ class Visit:
 
     def __init__(self, browser, url, width, height, ready=".cand"):
         self.url = url
-        self.context = browser.new_context(viewport={"width": width, "height": height},
-                                           service_workers="block")
+        self.context = browser.new_context(
+            viewport={"width": width, "height": height}, service_workers="block"
+        )
         self.page = self.context.new_page()
         self.requests, self.problems = [], []
         self.page.on("request", lambda r: self.requests.append(r.url))
@@ -98,8 +112,9 @@ class Visit:
 
     def predicted(self, action, text):
         """Run ``action`` and wait until the page has shown the answer for ``text``."""
-        with self.page.expect_response(lambda r: r.url == self.url + "/predict"
-                                       and r.request.post_data_json["text"] == text) as info:
+        with self.page.expect_response(
+            lambda r: r.url == self.url + "/predict" and r.request.post_data_json["text"] == text
+        ) as info:
             action()
         self.page.wait_for_function(NOT_LOADING)
         return info.value
@@ -119,8 +134,7 @@ class Visit:
         return self.page.input_value("#text")
 
     def status(self):
-        return (self.page.get_attribute("#status", "class"),
-                self.page.text_content("#status"))
+        return (self.page.get_attribute("#status", "class"), self.page.text_content("#status"))
 
     def predict_requests(self):
         return sum(url == self.url + "/predict" for url in self.requests)
@@ -158,7 +172,7 @@ def test_type_a_sentence_see_candidates_and_click_one(visit, server):
     page.fill("#text", "")
     before = tab.predict_requests()
     tab.predicted(lambda: page.locator("#text").press_sequentially(text), text)
-    assert tab.predict_requests() == before + 1        # typing is debounced into one request
+    assert tab.predict_requests() == before + 1  # typing is debounced into one request
     expected = api(server, {"text": text, "top_k": 5})
     assert to_tuples(tab.shown()) == [records(expected["result"])]
     best = expected["result"][0]["word"]
@@ -180,15 +194,13 @@ def test_two_masks(visit, server):
     tab.enter(text)
     expected = api(server, {"text": text, "top_k": 5})
     assert to_tuples(tab.shown()) == [records(m["candidates"]) for m in expected["masks"]]
-    assert tab.page.locator(".blank h2").all_text_contents() == ["第 1 个 [MASK]",
-                                                                 "第 2 个 [MASK]"]
+    assert tab.page.locator(".blank h2").all_text_contents() == ["第 1 个 [MASK]", "第 2 个 [MASK]"]
     first, second = (m["candidates"][0]["word"] for m in expected["masks"])
     assert tab.page.text_content("#best-sentence") == f"{first}前明月光，疑是地上{second}。"
 
     word = expected["masks"][1]["candidates"][2]["word"]
     rest = f"[MASK]前明月光，疑是地上{word}。"
-    tab.predicted(lambda: tab.page.locator(".blank").nth(1).locator(".cand").nth(2).click(),
-                  rest)
+    tab.predicted(lambda: tab.page.locator(".blank").nth(1).locator(".cand").nth(2).click(), rest)
     assert tab.text() == rest
     assert to_tuples(tab.shown()) == [records(api(server, {"text": rest})["result"])]
 
@@ -210,7 +222,7 @@ def test_insert_button_and_shortcut(visit):
     assert kind == "status status-hint" and "还没有 [MASK]" in message
     page.eval_on_selector("#text", "t => t.setSelectionRange(4, 4)")
     tab.predicted(lambda: page.click("#insert-mask"), "我爱北京[MASK]天安门")
-    assert tab.predict_requests() == before + 1        # the hint sent nothing
+    assert tab.predict_requests() == before + 1  # the hint sent nothing
     assert page.evaluate("document.activeElement.id") == "text"
     assert len(tab.shown()) == 1
 
@@ -225,7 +237,7 @@ def test_keyboard_only(visit):
     page = tab.page
     page.focus("#text")
     tab.predicted(lambda: page.keyboard.press("Control+Enter"), tab.text())
-    for _ in range(30):                                # Tab through the form to the results
+    for _ in range(30):  # Tab through the form to the results
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.classList.contains('cand')"):
             break
@@ -267,7 +279,7 @@ def test_api_token_asked_for_and_kept_in_the_tab(visit, tiny_model_dir):
         tab.predicted(lambda: page.fill("#token", "s3cret"), tab.text())
         assert tab.status() == ("status", "") and len(tab.shown()) == 1
         page.reload()
-        page.wait_for_selector(".cand")                  # the token survived the reload
+        page.wait_for_selector(".cand")  # the token survived the reload
         assert page.input_value("#token") == "s3cret"
 
 
@@ -278,7 +290,7 @@ def test_markup_in_the_input_stays_text(visit, server):
     best = api(server, {"text": text})["result"][0]["word"]
     assert tab.page.text_content("#best-sentence") == text.replace("[MASK]", best)
     assert tab.page.locator("#results script, #results img, #results b").count() == 0
-    assert tab.page.locator("script").count() == 1      # only the page's own script
+    assert tab.page.locator("script").count() == 1  # only the page's own script
 
 
 def test_stale_answers_never_overwrite_newer_ones(visit, server):
@@ -289,19 +301,20 @@ def test_stale_answers_never_overwrite_newer_ones(visit, server):
         if held:
             route.continue_()
         else:
-            held.append(route)                          # answered only after the second
+            held.append(route)  # answered only after the second
 
     tab.page.route(tab.url + "/predict", hold_the_first)
     tab.page.fill("#text", "今天[MASK]气很好")
-    tab.page.wait_for_function("() => document.getElementById('status').textContent"
-                               ".startsWith('正在预测')")
-    assert tab.page.get_attribute("#results", "aria-busy") == "true"     # dimmed while loading
+    tab.page.wait_for_function(
+        "() => document.getElementById('status').textContent.startsWith('正在预测')"
+    )
+    assert tab.page.get_attribute("#results", "aria-busy") == "true"  # dimmed while loading
     newer = "明天会[MASK]雨吗"
     tab.enter(newer)
     try:
         held[0].continue_()
     except sync_api.Error:
-        pass                                             # the page already dropped it
+        pass  # the page already dropped it
     tab.page.wait_for_timeout(500)
     best = api(server, {"text": newer})["result"][0]["word"]
     assert tab.page.text_content("#best-sentence") == f"明天会{best}雨吗"
@@ -312,9 +325,8 @@ def test_requests_stay_on_the_server(visit, server):
     tab.enter("[MASK]前明月光")
     tab.page.locator(".cand").first.click()
     tab.page.wait_for_function(NOT_LOADING)
-    paths = {u[len(server.url):] for u in tab.requests}
-    assert paths == {"/", "/static/page.js", "/static/page.css", "/static/favicon.svg",
-                     "/predict"}
+    paths = {u[len(server.url) :] for u in tab.requests}
+    assert paths == {"/", "/static/page.js", "/static/page.css", "/static/favicon.svg", "/predict"}
 
 
 def test_phone_width(visit, server):
@@ -330,8 +342,10 @@ def test_phone_width(visit, server):
     assert (artefacts / "page-360.png").stat().st_size > 10_000
 
 
-@pytest.mark.skipif(not os.environ.get("FILLMASK_SCREENSHOTS"),
-                    reason="set FILLMASK_SCREENSHOTS=1 to rewrite docs/screenshots/")
+@pytest.mark.skipif(
+    not os.environ.get("FILLMASK_SCREENSHOTS"),
+    reason="set FILLMASK_SCREENSHOTS=1 to rewrite docs/screenshots/",
+)
 def test_readme_screenshots(visit, server):
     out = ROOT / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
@@ -347,6 +361,7 @@ def test_readme_screenshots(visit, server):
 
 
 # -- whole-word blanks and multiple choice (issue 8): skipped until the server supports them --
+
 
 @pytest.fixture(scope="module")
 def whole_words(server):
@@ -367,7 +382,7 @@ def test_adjacent_masks_get_whole_word_candidates(visit, server, whole_words):
     blank = api(server, {"text": IDIOM, "top_k": 5, "joint": True})["blanks"][0]
     assert to_tuples(tab.shown()) == [records(blank["words"])]
     assert "整词候选" in tab.page.text_content(".blank h2")
-    assert tab.page.locator(".blank details ol").count() == 2     # per-character lists
+    assert tab.page.locator(".blank details ol").count() == 2  # per-character lists
     word = blank["words"][1]["word"]
     tab.page.locator(".blank > ol .cand").nth(1).click()
     assert tab.text() == f"画蛇{word}，多此一举。"
@@ -375,12 +390,13 @@ def test_adjacent_masks_get_whole_word_candidates(visit, server, whole_words):
 
 def test_choices_are_ranked(visit, server, choices):
     tab = visit()
-    tab.page.fill("#choices", "添足，画龙、添花 点心")     # characters of the tiny vocab
+    tab.page.fill("#choices", "添足，画龙、添花 点心")  # characters of the tiny vocab
     response = tab.enter(IDIOM)
     sent = response.request.post_data_json
     assert sent["candidates"] == ["添足", "画龙", "添花", "点心"] and sent["joint"] is True
-    ranked = api(server, {"text": IDIOM, "top_k": 5, "joint": True,
-                          "candidates": sent["candidates"]})["choices"]
+    ranked = api(
+        server, {"text": IDIOM, "top_k": 5, "joint": True, "candidates": sent["candidates"]}
+    )["choices"]
     shown = tab.page.evaluate("""() => [...document.querySelectorAll('#choice-list .cand')]
         .map((c) => [c.querySelector('.word').textContent, c.querySelector('.pct').textContent])""")
     assert to_tuples([shown]) == [records(ranked)]
@@ -388,7 +404,7 @@ def test_choices_are_ranked(visit, server, choices):
     tab.page.locator("#choice-list .cand").last.click()
     assert tab.text() == f"画蛇{ranked[-1]['word']}，多此一举。"
 
-    text = "[MASK]前明月光，疑是地上[MASK]。"                 # two blanks: no choice possible
+    text = "[MASK]前明月光，疑是地上[MASK]。"  # two blanks: no choice possible
     tab.enter(text)
     kind, message = tab.status()
     assert kind == "status status-error" and "invalid_blank" in message

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import make_config
 
 from fillmask import choices
 from fillmask.errors import FillMaskError
-
-from conftest import make_config
 
 # Idioms whose characters are all in the tiny model's generated vocabulary.
 IDIOMS = ["添足", "弹琴", "成功", "补牢", "生巧"]
@@ -21,8 +20,11 @@ def reference_pll(model, tokenizer, text, word):
     sentence = text[:start] + word + text[end:]
     enc = tokenizer(sentence, return_offsets_mapping=True)
     ids = enc["input_ids"]
-    positions = [i for i, (a, b) in enumerate(enc["offset_mapping"])
-                 if b > a and start <= a < start + len(word)]
+    positions = [
+        i
+        for i, (a, b) in enumerate(enc["offset_mapping"])
+        if b > a and start <= a < start + len(word)
+    ]
     assert len(positions) == len(word)
     total = 0.0
     for p in positions:
@@ -34,13 +36,15 @@ def reference_pll(model, tokenizer, text, word):
     return total
 
 
-@pytest.mark.parametrize("text,candidates", [
-    ("画蛇[MASK][MASK]，多此一举。", IDIOMS),
-    ("画蛇[MASK]，多此一举。", ["添足", "足", "添足了"]),            # blank expanded per word
-    ("[MASK][MASK][MASK][MASK]是一个成语。", ["守株待兔", "画蛇添足", "马到成功", "亡羊补牢"]),
-])
-def test_scores_equal_the_pytorch_reference(client, tiny_torch, tiny_tokenizer, text,
-                                            candidates):
+@pytest.mark.parametrize(
+    "text,candidates",
+    [
+        ("画蛇[MASK][MASK]，多此一举。", IDIOMS),
+        ("画蛇[MASK]，多此一举。", ["添足", "足", "添足了"]),  # blank expanded per word
+        ("[MASK][MASK][MASK][MASK]是一个成语。", ["守株待兔", "画蛇添足", "马到成功", "亡羊补牢"]),
+    ],
+)
+def test_scores_equal_the_pytorch_reference(client, tiny_torch, tiny_tokenizer, text, candidates):
     body = client.post("/predict", json={"text": text, "candidates": candidates}).get_json()
     got = body["choices"]
     want = {w: reference_pll(tiny_torch, tiny_tokenizer, text, w) for w in candidates}
@@ -57,8 +61,7 @@ def test_scores_equal_the_pytorch_reference(client, tiny_torch, tiny_tokenizer, 
 def test_response_shape(client):
     text = "画蛇[MASK][MASK]，多此一举。"
     plain = client.post("/predict", json={"text": text, "top_k": 2}).get_json()
-    body = client.post("/predict",
-                       json={"text": text, "top_k": 2, "candidates": IDIOMS}).get_json()
+    body = client.post("/predict", json={"text": text, "top_k": 2, "candidates": IDIOMS}).get_json()
     assert body["success"] is True
     assert body["result"] == plain["result"] and body["masks"] == plain["masks"]
     assert "blanks" not in body
@@ -74,19 +77,22 @@ def test_response_shape(client):
 
 def test_candidates_with_texts_and_joint(client):
     texts = ["画蛇[MASK][MASK]。", "他[MASK][MASK]了。"]
-    body = client.post("/predict", json={"texts": texts, "candidates": ["添足", "成功"],
-                                         "joint": True}).get_json()
+    body = client.post(
+        "/predict", json={"texts": texts, "candidates": ["添足", "成功"], "joint": True}
+    ).get_json()
     assert body["success"] is True
-    for text, result in zip(texts, body["results"]):
+    for text, result in zip(texts, body["results"], strict=True):
         assert {c["word"] for c in result["choices"]} == {"添足", "成功"}
-        assert result["choices"][0]["sequence"] == text.replace("[MASK][MASK]",
-                                                                result["choices"][0]["word"])
+        assert result["choices"][0]["sequence"] == text.replace(
+            "[MASK][MASK]", result["choices"][0]["word"]
+        )
         assert result["blanks"][0]["masks"] == [0, 1]
 
 
 def test_repeated_and_padded_candidates_are_merged(client):
-    body = client.post("/predict", json={"text": "画蛇[MASK][MASK]",
-                                         "candidates": ["添足", " 添足 ", "成功"]}).get_json()
+    body = client.post(
+        "/predict", json={"text": "画蛇[MASK][MASK]", "candidates": ["添足", " 添足 ", "成功"]}
+    ).get_json()
     assert sorted(c["word"] for c in body["choices"]) == ["成功", "添足"]
 
 
@@ -108,8 +114,8 @@ def test_every_row_has_exactly_one_mask(predictor, monkeypatch):
     choices.score(predictor, [predictor.prepare("[MASK]前明月光")], ["床", "床前"], ["text"])
     assert [w.num_masks for w in seen] == [1, 1, 1]
     bed, front = predictor.word_ids["床"], predictor.word_ids["前"]
-    assert list(seen[1].input_ids[1:3]) == [predictor.mask_id, front]   # "床前": 床 masked
-    assert list(seen[2].input_ids[1:3]) == [bed, predictor.mask_id]   # "床前": 前 masked
+    assert list(seen[1].input_ids[1:3]) == [predictor.mask_id, front]  # "床前": 床 masked
+    assert list(seen[2].input_ids[1:3]) == [bed, predictor.mask_id]  # "床前": 前 masked
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -121,9 +127,14 @@ def error(client, body):
     return out
 
 
-@pytest.mark.parametrize("text", ["[MASK]前明月光，疑是地上[MASK]。",
-                                  "画蛇[MASK] [MASK]",                  # a space splits the run
-                                  "[MASK][MASK]前[MASK]"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[MASK]前明月光，疑是地上[MASK]。",
+        "画蛇[MASK] [MASK]",  # a space splits the run
+        "[MASK][MASK]前[MASK]",
+    ],
+)
 def test_more_than_one_blank_is_refused(client, text):
     out = error(client, {"text": text, "candidates": ["添足"]})
     assert out["code"] == "invalid_blank" and "exactly one blank" in out["error"]
@@ -134,10 +145,22 @@ def test_the_bad_text_of_a_batch_is_named(client):
     assert out["code"] == "invalid_blank" and out["error"].startswith("texts[1] ")
 
 
-@pytest.mark.parametrize("value", [
-    "添足", [], {}, 3, [1], [None], [""], ["   "], ["添足", ["点睛"]],
-    ["一二三四五六七八九"], [f"词{i}" for i in range(21)],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "添足",
+        [],
+        {},
+        3,
+        [1],
+        [None],
+        [""],
+        ["   "],
+        ["添足", ["点睛"]],
+        ["一二三四五六七八九"],
+        [f"词{i}" for i in range(21)],
+    ],
+)
 def test_malformed_candidates(client, value):
     out = error(client, {"text": "画蛇[MASK][MASK]", "candidates": value})
     assert out["code"] == "invalid_candidates" and "1 to 20" in out["error"]
@@ -157,11 +180,13 @@ def test_candidates_and_targets_conflict(client):
 def test_limits_are_inclusive(client):
     twenty = [IDIOMS[i % 5][0] + IDIOMS[i // 5][1] for i in range(20)]
     assert len(set(twenty)) == 20
-    body = client.post("/predict", json={"text": "画蛇[MASK][MASK]",
-                                         "candidates": twenty}).get_json()
+    body = client.post(
+        "/predict", json={"text": "画蛇[MASK][MASK]", "candidates": twenty}
+    ).get_json()
     assert len(body["choices"]) == 20
-    body = client.post("/predict", json={"text": "画蛇[MASK]",
-                                         "candidates": ["画蛇添足一石二鸟"]}).get_json()
+    body = client.post(
+        "/predict", json={"text": "画蛇[MASK]", "candidates": ["画蛇添足一石二鸟"]}
+    ).get_json()
     assert body["choices"][0]["score"] == 1.0
 
 
@@ -174,6 +199,7 @@ def test_scorer_refuses_unknown_characters_before_running(predictor, monkeypatch
 
 def test_cache_key_includes_the_new_fields(tiny_model_dir):
     from app import create_app
+
     client = create_app(make_config(tiny_model_dir, cache_size=8)).test_client()
     text = "画蛇[MASK][MASK]"
     first = client.post("/predict", json={"text": text}).get_json()
@@ -185,13 +211,27 @@ def test_cache_key_includes_the_new_fields(tiny_model_dir):
     assert [c["word"] for c in two["choices"]] == ["成功"]
 
 
-@pytest.mark.parametrize("body,rows", [
-    ({"texts": ["画蛇[MASK][MASK]"] * 2,
-      "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)]}, 2 * 20 * 8),
-    ({"texts": ["[MASK]" * 16] * 4, "joint": True}, 4 * 76),
-    ({"texts": ["[MASK][MASK]"] * 8, "joint": True,
-      "candidates": ["画蛇添足"] + [f"一石二鸟{i:02d}" for i in range(4)]}, 8 * (4 + 4 * 6) + 8 * 6),
-])
+@pytest.mark.parametrize(
+    "body,rows",
+    [
+        (
+            {
+                "texts": ["画蛇[MASK][MASK]"] * 2,
+                "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)],
+            },
+            2 * 20 * 8,
+        ),
+        ({"texts": ["[MASK]" * 16] * 4, "joint": True}, 4 * 76),
+        (
+            {
+                "texts": ["[MASK][MASK]"] * 8,
+                "joint": True,
+                "candidates": ["画蛇添足"] + [f"一石二鸟{i:02d}" for i in range(4)],
+            },
+            8 * (4 + 4 * 6) + 8 * 6,
+        ),
+    ],
+)
 def test_requests_costing_too_many_rows_are_refused(client, predictor, monkeypatch, body, rows):
     monkeypatch.setattr(predictor, "infer", lambda items: pytest.fail("model was run"))
     monkeypatch.setattr(predictor, "predict", lambda *a, **k: [[[]]] * len(body["texts"]))
@@ -201,9 +241,15 @@ def test_requests_costing_too_many_rows_are_refused(client, predictor, monkeypat
 
 
 def test_a_single_text_at_every_limit_fits_the_budget(client):
-    r = client.post("/predict", json={
-        "text": "[MASK]" * 16, "joint": True, "top_k": 50,
-        "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)]})
+    r = client.post(
+        "/predict",
+        json={
+            "text": "[MASK]" * 16,
+            "joint": True,
+            "top_k": 50,
+            "candidates": [f"画蛇添足一石{i:02d}" for i in range(20)],
+        },
+    )
     assert r.status_code == 200
     body = r.get_json()
     assert len(body["choices"]) == 20 and len(body["blanks"][0]["words"]) == 50
@@ -216,10 +262,16 @@ def test_live_gunicorn_serves_both_modes(tiny_model_dir):
     from live import GunicornServer
 
     with GunicornServer(tiny_model_dir, WORKERS="1") as server:
-        r = requests.post(f"{server.url}/predict", timeout=30, json={
-            "text": "画蛇[MASK][MASK]，多此一举。", "joint": True, "candidates": IDIOMS})
-        bad = requests.post(f"{server.url}/predict", timeout=30, json={
-            "text": "[MASK]和[MASK]", "candidates": IDIOMS})
+        r = requests.post(
+            f"{server.url}/predict",
+            timeout=30,
+            json={"text": "画蛇[MASK][MASK]，多此一举。", "joint": True, "candidates": IDIOMS},
+        )
+        bad = requests.post(
+            f"{server.url}/predict",
+            timeout=30,
+            json={"text": "[MASK]和[MASK]", "candidates": IDIOMS},
+        )
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
     body = r.json()
     assert "画蛇" in r.text and len(body["blanks"][0]["words"]) == 5

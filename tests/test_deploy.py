@@ -44,18 +44,25 @@ def unit_value(section, key):
 
 def env_file():
     """The example environment file as a dict (systemd's KEY=value lines)."""
-    pairs = [line.split("=", 1) for line in ENV_FILE.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    pairs = [
+        line.split("=", 1)
+        for line in ENV_FILE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     return {key: value for key, value in pairs}
 
 
 def gunicorn_knobs():
     """Environment variables gunicorn.conf.py reads."""
-    return set(re.findall(r'os\.environ\.(?:get|setdefault)\("(\w+)"',
-                          (ROOT / "gunicorn.conf.py").read_text()))
+    return set(
+        re.findall(
+            r'os\.environ\.(?:get|setdefault)\("(\w+)"', (ROOT / "gunicorn.conf.py").read_text()
+        )
+    )
 
 
 # -- systemd unit --------------------------------------------------------------------------------
+
 
 def test_unit_restarts_runs_unprivileged_reads_env_file_after_network():
     assert unit_value("Service", "Restart") == "on-failure"
@@ -66,7 +73,8 @@ def test_unit_restarts_runs_unprivileged_reads_env_file_after_network():
     assert unit_value("Install", "WantedBy") == "multi-user.target"
     assert unit_value("Service", "WorkingDirectory") == INSTALL_DIR
     assert unit_value("Service", "ExecStart") == (
-        f"{INSTALL_DIR}/.venv/bin/gunicorn -c gunicorn.conf.py app:app")
+        f"{INSTALL_DIR}/.venv/bin/gunicorn -c gunicorn.conf.py app:app"
+    )
 
 
 def test_unit_stop_timeout_outlasts_gunicorns_graceful_timeout():
@@ -87,15 +95,16 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     gunicorn.chmod(0o755)
     unit = tmp_path / "fillmask.service"
     unit.write_text(UNIT.read_text().replace(INSTALL_DIR, str(install)))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
     # verify exits 0 on unknown keys or bad values and only warns: any output is a failure.
-    mentions = [line for line in (result.stdout + result.stderr).splitlines()
-                if "fillmask" in line]
+    mentions = [line for line in (result.stdout + result.stderr).splitlines() if "fillmask" in line]
     assert result.returncode == 0 and not mentions, result.stdout + result.stderr
 
 
 # -- environment file ----------------------------------------------------------------------------
+
 
 def test_env_file_sets_only_knobs_the_service_reads():
     known = {f.name.upper() for f in fields(Config)} | gunicorn_knobs()
@@ -104,7 +113,7 @@ def test_env_file_sets_only_knobs_the_service_reads():
 
 def test_env_file_values_are_valid_and_fill_four_cores():
     env = env_file()
-    config = Config.from_env(env)       # raises on a value of the wrong type
+    config = Config.from_env(env)  # raises on a value of the wrong type
     assert config.model_precision in ("fp32", "int8")
     assert int(env["WORKERS"]) * config.ort_threads == 4
     assert config.model_dir == f"{INSTALL_DIR}/models/bert-base-chinese"
@@ -117,33 +126,51 @@ def test_env_file_binds_where_nginx_proxies():
 
 # -- nginx site ----------------------------------------------------------------------------------
 
+
 def test_nginx_accepts_the_site(tmp_path):
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                      else None)
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
     if not nginx:
         pytest.skip("nginx not installed (apt-get install nginx-light)")
     conf = tmp_path / "nginx.conf"
-    conf.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
-                    "events {}\n"
-                    f"http {{\n  access_log off;\n  include {NGINX_SITE};\n}}\n")
-    result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(conf)],
-                            capture_output=True, text=True, timeout=60)
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events {}\n"
+        f"http {{\n  access_log off;\n  include {NGINX_SITE};\n}}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
 # -- run.sh --------------------------------------------------------------------------------------
 
+
 def run_sh(tmp_path, *args, **env):
     """``run.sh --check`` with its venvs and model directory in ``tmp_path``."""
-    environ = dict(os.environ, VENV=str(tmp_path / "venv"),
-                   EXPORT_VENV=str(tmp_path / "venv-export"),
-                   MODEL_DIR=str(tmp_path / "models" / "m"), BIND="127.0.0.1:5999",
-                   PYTHON=sys.executable)
+    environ = dict(
+        os.environ,
+        VENV=str(tmp_path / "venv"),
+        EXPORT_VENV=str(tmp_path / "venv-export"),
+        MODEL_DIR=str(tmp_path / "models" / "m"),
+        BIND="127.0.0.1:5999",
+        PYTHON=sys.executable,
+    )
     for name in ("MODEL_SOURCE", "TORCH_INDEX_URL", "MODEL_PRECISION"):
         environ.pop(name, None)
     environ.update(env)
-    return subprocess.run(["bash", str(ROOT / "run.sh"), *args], capture_output=True, text=True,
-                          env=environ, timeout=60)
+    return subprocess.run(
+        ["bash", str(ROOT / "run.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
 
 
 def fake_venv(path, *requirements):
@@ -205,7 +232,8 @@ def test_run_sh_can_take_torch_from_pypi(tmp_path):
     result = run_sh(tmp_path, "--check", TORCH_INDEX_URL="")
     assert result.stdout.splitlines()[2] == (
         f"export venv: install torch==2.13.0 (PyPI) and requirements-export.txt into "
-        f"{tmp_path}/venv-export")
+        f"{tmp_path}/venv-export"
+    )
 
 
 def test_run_sh_prepare_stops_before_serving(tmp_path):

@@ -8,8 +8,18 @@ import eval_cloze
 from fillmask import choices
 
 # Idioms written only in characters of the tiny model's generated vocabulary.
-TINY_IDIOMS = ["画蛇添足", "守株待兔", "马到成功", "亡羊补牢", "对牛弹琴", "锦上添花",
-               "雪中送炭", "半途而废", "熟能生巧", "朝三暮四"]
+TINY_IDIOMS = [
+    "画蛇添足",
+    "守株待兔",
+    "马到成功",
+    "亡羊补牢",
+    "对牛弹琴",
+    "锦上添花",
+    "雪中送炭",
+    "半途而废",
+    "熟能生巧",
+    "朝三暮四",
+]
 
 
 def fewclue_lines(count):
@@ -17,14 +27,21 @@ def fewclue_lines(count):
     lines = []
     for i in range(count):
         words = [TINY_IDIOMS[(i + k) % len(TINY_IDIOMS)] for k in range(4)]
-        lines.append({"id": 100 + i, "candidates": words, "answer": i % 4,
-                      "content": f"他说这件事是#idiom#，我们都笑了。{i}"})
+        lines.append(
+            {
+                "id": 100 + i,
+                "candidates": words,
+                "answer": i % 4,
+                "content": f"他说这件事是#idiom#，我们都笑了。{i}",
+            }
+        )
     return lines
 
 
 def write(path, items):
-    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in items) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in items) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -34,8 +51,10 @@ def run(capsys, *argv):
 
 
 def test_the_shipped_file_is_well_formed():
-    items = [json.loads(line) for line in
-             eval_cloze.DEFAULT_FILE.read_text(encoding="utf-8").splitlines()]
+    items = [
+        json.loads(line)
+        for line in eval_cloze.DEFAULT_FILE.read_text(encoding="utf-8").splitlines()
+    ]
     assert len(items) >= 40
     assert len({x["id"] for x in items}) == len(items)
     for x in items:
@@ -67,9 +86,12 @@ def test_fewclue_accuracy_equals_the_scorer(tiny_model_dir, predictor, tmp_path,
 
 
 def test_chid_passages_give_one_question_per_blank(tmp_path):
-    item = {"content": "先说#idiom#，再说#idiom#。", "realCount": 2,
-            "groundTruth": ["守株待兔", "马到成功"],
-            "candidates": [["画蛇添足", "守株待兔"], ["马到成功", "亡羊补牢", "对牛弹琴"]]}
+    item = {
+        "content": "先说#idiom#，再说#idiom#。",
+        "realCount": 2,
+        "groundTruth": ["守株待兔", "马到成功"],
+        "candidates": [["画蛇添足", "守株待兔"], ["马到成功", "亡羊补牢", "对牛弹琴"]],
+    }
     questions = eval_cloze.load_questions(write(tmp_path / "chid.txt", [item]))
     assert [q.text for q in questions] == ["先说[MASK]，再说[UNK]。", "先说[UNK]，再说[MASK]。"]
     assert [q.answer for q in questions] == [1, 0]
@@ -78,21 +100,32 @@ def test_chid_passages_give_one_question_per_blank(tmp_path):
 
 
 def test_chid_runs_through_the_model(tiny_model_dir, tmp_path, capsys):
-    item = {"content": "先说#idiom#，再说#idiom#。", "groundTruth": ["守株待兔", "马到成功"],
-            "candidates": [["画蛇添足", "守株待兔"], ["马到成功", "亡羊补牢", "对牛弹琴"]]}
-    result = run(capsys, str(write(tmp_path / "chid.txt", [item])), "--model",
-                 str(tiny_model_dir), "--json")
+    item = {
+        "content": "先说#idiom#，再说#idiom#。",
+        "groundTruth": ["守株待兔", "马到成功"],
+        "candidates": [["画蛇添足", "守株待兔"], ["马到成功", "亡羊补牢", "对牛弹琴"]],
+    }
+    result = run(
+        capsys, str(write(tmp_path / "chid.txt", [item])), "--model", str(tiny_model_dir), "--json"
+    )
     assert result["items"] == result["labelled"] == 2
     assert result["chance"] == round((1 / 2 + 1 / 3) / 2, 4)
 
 
 def test_unlabelled_and_unscorable_items(tiny_model_dir, tmp_path, capsys):
-    items = [{"id": 1, "candidates": ["画蛇添足", "守株待兔"], "content": "#idiom#"},
-             {"id": 2, "candidates": ["画蛇添足", "龘龘龘龘"], "content": "#idiom#", "answer": 0},
-             {"id": 3, "candidates": ["画蛇添足", "守株待兔"], "content": "#idiom#和[MASK]",
-              "answer": 1}]
-    result = run(capsys, str(write(tmp_path / "x.json", items)), "--model",
-                 str(tiny_model_dir), "--json")
+    items = [
+        {"id": 1, "candidates": ["画蛇添足", "守株待兔"], "content": "#idiom#"},
+        {"id": 2, "candidates": ["画蛇添足", "龘龘龘龘"], "content": "#idiom#", "answer": 0},
+        {
+            "id": 3,
+            "candidates": ["画蛇添足", "守株待兔"],
+            "content": "#idiom#和[MASK]",
+            "answer": 1,
+        },
+    ]
+    result = run(
+        capsys, str(write(tmp_path / "x.json", items)), "--model", str(tiny_model_dir), "--json"
+    )
     assert result["items"] == 3 and result["scored"] == 1 and result["labelled"] == 0
     assert result["accuracy"] is None
     assert result["skipped_by_code"] == {"invalid_candidates": 1, "invalid_blank": 1}
@@ -106,15 +139,20 @@ def test_limit_and_text_report(tiny_model_dir, tmp_path, capsys):
     assert "accuracy " in out and "chance 0.2500" in out and " ms/item" in out
 
 
-@pytest.mark.parametrize("line", ['{"content": "没有空", "candidates": ["画蛇添足"]}',
-                                  '{"content": "#idiom#", "candidates": ["画蛇添足"], '
-                                  '"answer": 5}',
-                                  '{"content": "#idiom##idiom#", "candidates": [["画蛇添足"]]}',
-                                  "not json"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"content": "没有空", "candidates": ["画蛇添足"]}',
+        '{"content": "#idiom#", "candidates": ["画蛇添足"], "answer": 5}',
+        '{"content": "#idiom##idiom#", "candidates": [["画蛇添足"]]}',
+        "not json",
+    ],
+)
 def test_bad_files_exit_2_naming_the_line(tiny_model_dir, tmp_path, capsys, line):
     path = tmp_path / "bad.json"
-    path.write_text('{"content": "#idiom#", "candidates": ["画蛇添足"], "answer": 0}\n' + line,
-                    encoding="utf-8")
+    path.write_text(
+        '{"content": "#idiom#", "candidates": ["画蛇添足"], "answer": 0}\n' + line, encoding="utf-8"
+    )
     assert eval_cloze.main([str(path), "--model", str(tiny_model_dir)]) == 2
     assert f"{path}:2: not a ChID / FewCLUE item" in capsys.readouterr().err
 

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 torch = pytest.importorskip("torch")
@@ -21,6 +20,7 @@ def manifest(tiny_model_dir):
 @pytest.fixture(scope="module")
 def torch_model(tiny_source):
     from transformers import BertForMaskedLM
+
     return BertForMaskedLM.from_pretrained(tiny_source, attn_implementation="eager").eval()
 
 
@@ -34,6 +34,7 @@ def torch_rows(model, ids):
 
 def test_tokenizer_reads_chinese_as_single_characters(tiny_model_dir):
     from tokenizers import Tokenizer
+
     tok = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
     enc = tok.encode("今天天气真[MASK]")
     assert enc.tokens == ["[CLS]", "今", "天", "天", "气", "真", "[MASK]", "[SEP]"]
@@ -43,16 +44,23 @@ def test_tokenizer_reads_chinese_as_single_characters(tiny_model_dir):
     assert len(vocab) == tok.get_vocab_size()
 
 
-@pytest.mark.parametrize("texts", [
-    ["今天天气真[MASK]啊。"],
-    ["[MASK][MASK]明月光，疑是地上[MASK]。"],
-    ["画蛇[MASK]足", "锦上添[MASK]不如雪中送[MASK]。", "我们[MASK]好朋友，[MASK][MASK][MASK]。"],
-    ["没[MASK]", "春眠不觉[MASK]，处处闻啼鸟。夜来风雨[MASK]，花落知多少。"],
-])
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["今天天气真[MASK]啊。"],
+        ["[MASK][MASK]明月光，疑是地上[MASK]。"],
+        [
+            "画蛇[MASK]足",
+            "锦上添[MASK]不如雪中送[MASK]。",
+            "我们[MASK]好朋友，[MASK][MASK][MASK]。",
+        ],
+        ["没[MASK]", "春眠不觉[MASK]，处处闻啼鸟。夜来风雨[MASK]，花落知多少。"],
+    ],
+)
 def test_onnx_equals_pytorch_on_padded_batches(predictor, torch_model, texts):
     items = [predictor.prepare(t) for t in texts]
     got = predictor.log_probs(items)
-    for item, rows in zip(items, got):
+    for item, rows in zip(items, got, strict=True):
         ref = torch_rows(torch_model, list(item.input_ids))
         assert rows.shape == ref.shape == (item.num_masks, predictor.exclusion_bias.size)
         assert np.max(np.abs(rows - ref)) < 1e-4
@@ -61,15 +69,17 @@ def test_onnx_equals_pytorch_on_padded_batches(predictor, torch_model, texts):
 
 def test_int8_ranks_close_to_fp32(tiny_model_dir, predictor):
     from fillmask.predictor import Predictor
+
     int8 = Predictor(tiny_model_dir, precision="int8", max_length=64)
     items = [predictor.prepare("床前明月[MASK]，疑是地上[MASK]。")]
     a, b = predictor.log_probs(items)[0], int8.log_probs(items)[0]
     assert a.shape == b.shape
-    assert np.max(np.abs(a - b)) < 0.5     # quantised, but the same model
+    assert np.max(np.abs(a - b)) < 0.5  # quantised, but the same model
 
 
 def test_manifest_contents(manifest, tiny_model_dir):
     from fillmask.model_files import sha256_of
+
     assert manifest["source"].endswith("tiny-src")
     assert manifest["model_name"] == "tiny-random-bert"
     assert set(manifest["versions"]) >= {"torch", "transformers", "onnxruntime", "onnx"}
@@ -77,8 +87,7 @@ def test_manifest_contents(manifest, tiny_model_dir):
     assert list(manifest["inputs"]) == ["input_ids", "attention_mask"]
     assert list(manifest["outputs"]) == ["log_probs"]
     assert manifest["max_length"] == 128 and manifest["vocab_size"] > 400
-    assert manifest["special_tokens"] == {"pad": 0, "unk": 100, "cls": 101, "sep": 102,
-                                          "mask": 103}
+    assert manifest["special_tokens"] == {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
     assert manifest["precisions"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     # every optimisation the service relies on happened
     assert manifest["fusions"]["Attention"] == 2
@@ -98,19 +107,24 @@ def test_manifest_contents(manifest, tiny_model_dir):
 
 def test_int8_is_smaller_and_loads(tiny_model_dir):
     import onnxruntime as ort
+
     fp32 = (tiny_model_dir / "model.onnx").stat().st_size
     int8 = (tiny_model_dir / "model.int8.onnx").stat().st_size
     assert int8 < 0.7 * fp32
-    session = ort.InferenceSession(str(tiny_model_dir / "model.int8.onnx"),
-                                   providers=["CPUExecutionProvider"])
-    ops = {n.op_type for n in __import__("onnx").load(
-        str(tiny_model_dir / "model.int8.onnx")).graph.node}
+    session = ort.InferenceSession(
+        str(tiny_model_dir / "model.int8.onnx"), providers=["CPUExecutionProvider"]
+    )
+    ops = {
+        n.op_type
+        for n in __import__("onnx").load(str(tiny_model_dir / "model.int8.onnx")).graph.node
+    }
     assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops or "QAttention" in ops
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
 
 
 def test_graph_has_dynamic_axes_and_gathers_before_the_head(tiny_model_dir):
     import onnx
+
     graph = onnx.load(str(tiny_model_dir / "model.onnx")).graph
     for inp in graph.input:
         dims = inp.type.tensor_type.shape.dim
@@ -121,22 +135,31 @@ def test_graph_has_dynamic_axes_and_gathers_before_the_head(tiny_model_dir):
 
 
 def test_no_weights_are_tracked_by_git():
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
     assert not [f for f in tracked if f.endswith((".onnx", ".safetensors", ".bin", ".data"))]
     assert not [f for f in tracked if f.startswith("models/") and f != "models/README.md"]
 
 
 def run_exporter(*args, env_extra=None):
     import os
+
     env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, str(ROOT / "export_onnx.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "export_onnx.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_offline_hub_id_fails_with_instructions(tmp_path):
-    result = run_exporter("--model", "google-bert/bert-base-chinese", "--output",
-                          str(tmp_path / "out"))
+    result = run_exporter(
+        "--model", "google-bert/bert-base-chinese", "--output", str(tmp_path / "out")
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "local copy" in result.stderr and "save_pretrained" in result.stderr
@@ -153,6 +176,7 @@ def test_parity_failure_exits_non_zero(tiny_source, tmp_path, monkeypatch):
     """A graph that differs from PyTorch must fail the export."""
     import export_onnx
     from fillmask import parity
-    monkeypatch.setattr(parity, "TOLERANCE", -1.0)   # nothing can pass a negative tolerance
+
+    monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # nothing can pass a negative tolerance
     rc = export_onnx.main(["--model", str(tiny_source), "--output", str(tmp_path / "x")])
     assert rc == 1

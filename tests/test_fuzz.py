@@ -13,61 +13,147 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-
 from openapi_check import SpecChecker
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
-MASKS = ["[MASK]", "[mask]", "［MASK］", "[Mask]", "［mask］", "[ MASK ]", "[MASK", "MASK]", "[[MASK]]"]
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
+MASKS = [
+    "[MASK]",
+    "[mask]",
+    "［MASK］",
+    "[Mask]",
+    "［mask］",
+    "[ MASK ]",
+    "[MASK",
+    "MASK]",
+    "[[MASK]]",
+]
 # Characters that break naive text handling: controls, bidi and zero-width marks, combining
 # accents, emoji (astral, with joiners and variation selectors), full-width and CJK.
-AWKWARD = ["\x00", "\x07", "\t", "\n", "\r", "\x1b", "\x7f", "\u0085", "\u200b", "\u200d",
-           "\u200e", "\u200f", "\u202a", "\u202e", "\u2066", "\u2069", "\u0301", "\ufeff",
-           "\ufffd", "\ufe0f", "😀", "👩‍👩‍👧", "🇨🇳", "𠀀", "\U0010ffff", "ｈ", "。", "，",
-           "好", "天", "中", "a", " ", "\u3000", "#", "##", "[", "]", "［", "］", "[CLS]",
-           "[SEP]", "[UNK]", "[PAD]", "\\", '"', "\ud800", "\udfff", "\ud83d"]
-any_char = st.characters(codec=None, exclude_categories=())     # surrogates included
+AWKWARD = [
+    "\x00",
+    "\x07",
+    "\t",
+    "\n",
+    "\r",
+    "\x1b",
+    "\x7f",
+    "\u0085",
+    "\u200b",
+    "\u200d",
+    "\u200e",
+    "\u200f",
+    "\u202a",
+    "\u202e",
+    "\u2066",
+    "\u2069",
+    "\u0301",
+    "\ufeff",
+    "\ufffd",
+    "\ufe0f",
+    "😀",
+    "👩‍👩‍👧",
+    "🇨🇳",
+    "𠀀",
+    "\U0010ffff",
+    "ｈ",
+    "。",
+    "，",
+    "好",
+    "天",
+    "中",
+    "a",
+    " ",
+    "\u3000",
+    "#",
+    "##",
+    "[",
+    "]",
+    "［",
+    "］",
+    "[CLS]",
+    "[SEP]",
+    "[UNK]",
+    "[PAD]",
+    "\\",
+    '"',
+    "\ud800",
+    "\udfff",
+    "\ud83d",
+]
+any_char = st.characters(codec=None, exclude_categories=())  # surrogates included
 piece = st.one_of(st.sampled_from(MASKS), st.sampled_from(AWKWARD), st.text(any_char, max_size=8))
 masked_text = st.lists(piece, max_size=30).map("".join)
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-                        st.text(any_char, max_size=20), masked_text)
-json_value = st.recursive(json_scalar, lambda inner: st.one_of(
-    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
-    max_leaves=20)
+json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(any_char, max_size=20),
+    masked_text,
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
 top_k = st.one_of(st.integers(-3, 60), json_value)
-words = st.lists(st.one_of(st.sampled_from(["好", "天气", "添足", "[MASK]", "", " "]), masked_text),
-                 max_size=25)
+words = st.lists(
+    st.one_of(st.sampled_from(["好", "天气", "添足", "[MASK]", "", " "]), masked_text), max_size=25
+)
 # Mostly-valid bodies reach the model, joint decoding and candidate scoring (at least one mask).
-valid_text = st.tuples(st.lists(piece, max_size=12), st.sampled_from(MASKS[:6]),
-                       st.lists(piece, max_size=12)).map(lambda t: "".join(t[0]) + t[1]
-                                                         + "".join(t[2]))
-known_words = st.lists(st.sampled_from(["好", "天", "花", "雨", "好天", "花雨", "天天好"]),
-                       min_size=1, max_size=6)
-options = st.fixed_dictionaries({}, optional={"top_k": st.integers(1, 50),
-                                              "joint": st.booleans()})
-choice = st.one_of(st.just({}), known_words.map(lambda w: {"targets": w}),
-                   known_words.map(lambda w: {"candidates": w}))
-valid_predict = st.builds(lambda texts, opts, extra: {**texts, **opts, **extra},
-                          st.one_of(valid_text.map(lambda t: {"text": t}),
-                                    st.lists(valid_text, min_size=1, max_size=4).map(
-                                        lambda ts: {"texts": ts})),
-                          options, choice)
-wild_predict = st.fixed_dictionaries({}, optional={
-    "text": st.one_of(masked_text, json_value),
-    "texts": st.one_of(st.lists(masked_text, max_size=6), json_value),
-    "top_k": top_k,
-    "targets": st.one_of(words, json_value),
-    "joint": st.one_of(st.booleans(), json_value),
-    "candidates": st.one_of(words, json_value),
-    "extra": json_value,
-})
+valid_text = st.tuples(
+    st.lists(piece, max_size=12), st.sampled_from(MASKS[:6]), st.lists(piece, max_size=12)
+).map(lambda t: "".join(t[0]) + t[1] + "".join(t[2]))
+known_words = st.lists(
+    st.sampled_from(["好", "天", "花", "雨", "好天", "花雨", "天天好"]), min_size=1, max_size=6
+)
+options = st.fixed_dictionaries({}, optional={"top_k": st.integers(1, 50), "joint": st.booleans()})
+choice = st.one_of(
+    st.just({}),
+    known_words.map(lambda w: {"targets": w}),
+    known_words.map(lambda w: {"candidates": w}),
+)
+valid_predict = st.builds(
+    lambda texts, opts, extra: {**texts, **opts, **extra},
+    st.one_of(
+        valid_text.map(lambda t: {"text": t}),
+        st.lists(valid_text, min_size=1, max_size=4).map(lambda ts: {"texts": ts}),
+    ),
+    options,
+    choice,
+)
+wild_predict = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": st.one_of(masked_text, json_value),
+        "texts": st.one_of(st.lists(masked_text, max_size=6), json_value),
+        "top_k": top_k,
+        "targets": st.one_of(words, json_value),
+        "joint": st.one_of(st.booleans(), json_value),
+        "candidates": st.one_of(words, json_value),
+        "extra": json_value,
+    },
+)
 predict_body = st.one_of(valid_predict, wild_predict)
-hf_body = st.fixed_dictionaries({}, optional={
-    "inputs": st.one_of(valid_text, st.lists(valid_text, max_size=6), masked_text, json_value),
-    "parameters": st.one_of(st.fixed_dictionaries({}, optional={"top_k": top_k,
-                                                               "targets": words}), json_value),
-})
+hf_body = st.fixed_dictionaries(
+    {},
+    optional={
+        "inputs": st.one_of(valid_text, st.lists(valid_text, max_size=6), masked_text, json_value),
+        "parameters": st.one_of(
+            st.fixed_dictionaries({}, optional={"top_k": top_k, "targets": words}), json_value
+        ),
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,24 +200,38 @@ def test_fuzz_fill_mask(client, checker, body):
 
 
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=200), st.text(any_char, max_size=200).map(
-    lambda s: s.encode("utf-8", "surrogatepass"))),
-       content_type=st.sampled_from(["application/json", "application/json; charset=utf-8",
-                                     "text/plain", "application/x-www-form-urlencoded", None]),
-       path=st.sampled_from(["/predict", "/fill-mask"]))
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.text(any_char, max_size=200).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    ),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            None,
+        ]
+    ),
+    path=st.sampled_from(["/predict", "/fill-mask"]),
+)
 def test_fuzz_raw_bytes(client, checker, data, content_type, path):
     assert_sound(checker, post(client, path, data, content_type), path)
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param("好" * 100_000 + "[MASK]", id="mask_at_end"),
-    pytest.param("[MASK]" + "好" * 100_000, id="mask_at_start"),
-    pytest.param("好" * 50_000 + "[MASK]" + "好" * 50_000, id="mask_in_middle"),
-    pytest.param("a" * 100_000 + "[MASK]", id="one_latin_word"),
-    pytest.param("好" * 50_000 + "[MASK]" + "好" * 50_000 + "[MASK]", id="masks_far_apart"),
-    pytest.param("[MASK]" + "\u200f" * 100_000, id="rtl_marks"),
-    pytest.param("😀" * 100_000 + "[MASK]", id="emoji"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("好" * 100_000 + "[MASK]", id="mask_at_end"),
+        pytest.param("[MASK]" + "好" * 100_000, id="mask_at_start"),
+        pytest.param("好" * 50_000 + "[MASK]" + "好" * 50_000, id="mask_in_middle"),
+        pytest.param("a" * 100_000 + "[MASK]", id="one_latin_word"),
+        pytest.param("好" * 50_000 + "[MASK]" + "好" * 50_000 + "[MASK]", id="masks_far_apart"),
+        pytest.param("[MASK]" + "\u200f" * 100_000, id="rtl_marks"),
+        pytest.param("😀" * 100_000 + "[MASK]", id="emoji"),
+    ],
+)
 def test_100k_character_texts(client, checker, text):
     r = post(client, "/predict", json.dumps({"text": text}, ensure_ascii=False).encode("utf-8"))
     body = checker.check(r, "/predict")
@@ -152,17 +252,20 @@ def test_deeply_nested_json(client, checker, depth):
         assert checker.check(r, path)["code"] in ("invalid_json", "invalid_type", "missing_text")
 
 
-@pytest.mark.parametrize("text,sequence_of_first", [
-    ("[MASK]", "{w}"),
-    ("[MASK][MASK][MASK]", "{w}[MASK][MASK]"),
-    ("ab[MASK]cd", "ab{w}cd"),
-    ("中[mask]国", "中{w}国"),
-    ("[MASK]好", "{w}好"),
-    ("好［MASK］", "好{w}"),
-    ("\u202e[MASK]\u202c", "\u202e{w}\u202c"),
-    ("\x00[MASK]\x00", "\x00{w}\x00"),
-    ("😀[MASK]👩‍👩‍👧", "😀{w}👩‍👩‍👧"),
-])
+@pytest.mark.parametrize(
+    "text,sequence_of_first",
+    [
+        ("[MASK]", "{w}"),
+        ("[MASK][MASK][MASK]", "{w}[MASK][MASK]"),
+        ("ab[MASK]cd", "ab{w}cd"),
+        ("中[mask]国", "中{w}国"),
+        ("[MASK]好", "{w}好"),
+        ("好［MASK］", "好{w}"),
+        ("\u202e[MASK]\u202c", "\u202e{w}\u202c"),
+        ("\x00[MASK]\x00", "\x00{w}\x00"),
+        ("😀[MASK]👩‍👩‍👧", "😀{w}👩‍👩‍👧"),
+    ],
+)
 def test_masks_at_edges_and_inside_words(client, checker, text, sequence_of_first):
     body = checker.check(post(client, "/predict", encode({"text": text})), "/predict")
     assert body["success"] is True
@@ -179,34 +282,44 @@ def test_lone_surrogates_come_back_as_replacement_characters(client, checker):
 
 # -- schemathesis against a live Gunicorn -------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def live_schema(tiny_model_dir):
     """The live server's own /openapi.json, loaded by schemathesis."""
     from live import GunicornServer
-    with GunicornServer(tiny_model_dir, WORKERS="1", THREADS="4", CACHE_SIZE="0",
-                        ACCESS_LOG="1") as server:
+
+    with GunicornServer(
+        tiny_model_dir, WORKERS="1", THREADS="4", CACHE_SIZE="0", ACCESS_LOG="1"
+    ) as server:
         yield schemathesis.openapi.from_url(server.url + "/openapi.json")
         server.stop()
         log = server.output()
         statuses = re.findall(r'" (\d{3}) ', log)
-        print(f"\nschemathesis: {len(statuses)} requests, statuses "
-              f"{dict(sorted(collections.Counter(statuses).items()))}")
+        print(
+            f"\nschemathesis: {len(statuses)} requests, statuses "
+            f"{dict(sorted(collections.Counter(statuses).items()))}"
+        )
         assert not [s for s in statuses if s.startswith("5")]
         assert "Traceback" not in log
 
 
 live = schemathesis.pytest.from_fixture("live_schema")
-LIVE_CHECKS = [schemathesis.checks.not_a_server_error,
-               schemathesis.checks.status_code_conformance,
-               schemathesis.checks.content_type_conformance,
-               schemathesis.checks.response_headers_conformance,
-               schemathesis.checks.response_schema_conformance,
-               schemathesis.checks.negative_data_rejection]
+LIVE_CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_headers_conformance,
+    schemathesis.checks.response_schema_conformance,
+    schemathesis.checks.negative_data_rejection,
+]
 
 
 @pytest.mark.live
 @live.parametrize()
-@settings(max_examples=int(os.environ.get("SCHEMATHESIS_EXAMPLES", "100")), deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("SCHEMATHESIS_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_schemathesis_live(case):
     case.call_and_validate(checks=LIVE_CHECKS, timeout=30)

@@ -54,21 +54,23 @@ def reference_decode(model, tokenizer, text, excluded, top_k, beam):
                 if key not in unique or score > unique[key][0]:
                     unique[key] = (score, filled)
             states = sorted(unique.values(), key=lambda s: -s[0])[:width]
-        blanks.append([("".join(tokenizer.convert_ids_to_tokens([f[p] for p in run])),
-                        float(np.exp(s))) for s, f in states])
+        blanks.append(
+            [
+                ("".join(tokenizer.convert_ids_to_tokens([f[p] for p in run])), float(np.exp(s)))
+                for s, f in states
+            ]
+        )
     return blanks
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_joint_decoding_equals_the_pytorch_reference(predictor, tiny_torch, tiny_tokenizer,
-                                                      text):
+def test_joint_decoding_equals_the_pytorch_reference(predictor, tiny_torch, tiny_tokenizer, text):
     (got,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5)
     want = reference_decode(tiny_torch, tiny_tokenizer, text, predictor.excluded, 5, joint.BEAM)
     assert len(got) == len(want)
-    for blank, expected in zip(got, want):
+    for blank, expected in zip(got, want, strict=True):
         assert [w.word for w in blank.words] == [w for w, _ in expected]
-        assert [w.score for w in blank.words] == pytest.approx([s for _, s in expected],
-                                                               abs=1e-3)
+        assert [w.score for w in blank.words] == pytest.approx([s for _, s in expected], abs=1e-3)
 
 
 def test_one_call_per_step_with_the_beam_batched(predictor, monkeypatch):
@@ -81,7 +83,7 @@ def test_one_call_per_step_with_the_beam_batched(predictor, monkeypatch):
 
     monkeypatch.setattr(predictor, "infer", counting)
     joint.decode(predictor, [predictor.prepare("[MASK][MASK][MASK][MASK]是一个成语。")], top_k=3)
-    assert len(calls) == 4                                  # one call per character
+    assert len(calls) == 4  # one call per character
     assert calls[0] == 1 and all(1 < n <= joint.BEAM for n in calls[1:])
 
 
@@ -91,7 +93,7 @@ def test_blanks_of_several_texts_share_each_step(predictor, monkeypatch):
     monkeypatch.setattr(predictor, "infer", lambda items: calls.append(len(items)) or run(items))
     prepared = [predictor.prepare(t) for t in ("画蛇[MASK][MASK]。", "[MASK]前明月光[MASK][MASK]")]
     joint.decode(predictor, prepared, top_k=3, chunk=64)
-    assert calls[0] == 3 and len(calls) == 2                # 3 blanks, longest has 2 masks
+    assert calls[0] == 3 and len(calls) == 2  # 3 blanks, longest has 2 masks
 
 
 def test_chunk_caps_the_windows_per_run(predictor, monkeypatch):
@@ -123,8 +125,9 @@ def test_a_single_mask_blank_equals_the_per_mask_candidates(predictor):
     (blanks,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5)
     ((per_mask,),) = predictor.predict([text], top_k=5)
     assert [w.word for w in blanks[0].words] == [c.word for c in per_mask]
-    assert [w.score for w in blanks[0].words] == pytest.approx([c.score for c in per_mask],
-                                                               rel=1e-6)
+    assert [w.score for w in blanks[0].words] == pytest.approx(
+        [c.score for c in per_mask], rel=1e-6
+    )
 
 
 def test_the_score_is_the_product_along_the_path(predictor):
@@ -133,11 +136,12 @@ def test_the_score_is_the_product_along_the_path(predictor):
     best = blanks[0].words[0]
     (first_rows,) = predictor.log_probs([item])
     scored = first_rows + predictor.exclusion_bias
-    first = int(np.argmax(scored.max(axis=1)))            # the more confident position
+    first = int(np.argmax(scored.max(axis=1)))  # the more confident position
     other = 1 - first
     (second_rows,) = predictor.log_probs([item.with_tokens({first: best.token_ids[first]})])
-    expected = np.exp(first_rows[first][best.token_ids[first]]
-                      + second_rows[0][best.token_ids[other]])
+    expected = np.exp(
+        first_rows[first][best.token_ids[first]] + second_rows[0][best.token_ids[other]]
+    )
     assert best.score == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -157,8 +161,9 @@ def test_api_joint_adds_blanks_and_keeps_masks(client):
     first = body["blanks"][0]["words"][0]
     assert first["sequence"] == "画蛇" + first["word"] + "，多此一举，[MASK]。"
     assert len(first["word"]) == 2
-    assert [c["word"] for c in body["blanks"][1]["words"]] == \
-        [c["word"] for c in body["masks"][2]["candidates"]]
+    assert [c["word"] for c in body["blanks"][1]["words"]] == [
+        c["word"] for c in body["masks"][2]["candidates"]
+    ]
 
 
 def test_api_joint_with_texts(client):
@@ -185,10 +190,12 @@ def test_api_joint_must_be_a_boolean(client, value):
 def test_concurrent_requests_batch_together_and_answer_the_same(app, predictor):
     from concurrent.futures import ThreadPoolExecutor
 
-    bodies = [{"text": "画蛇[MASK][MASK]，多此一举。", "joint": True},
-              {"text": "[MASK][MASK][MASK][MASK]是一个很长很长的成语。", "joint": True},
-              {"text": "他[MASK][MASK]了。", "candidates": ["添足", "成功", "生巧"]},
-              {"texts": ["[MASK]前明月光", "守株[MASK][MASK]"], "joint": True, "top_k": 2}]
+    bodies = [
+        {"text": "画蛇[MASK][MASK]，多此一举。", "joint": True},
+        {"text": "[MASK][MASK][MASK][MASK]是一个很长很长的成语。", "joint": True},
+        {"text": "他[MASK][MASK]了。", "candidates": ["添足", "成功", "生巧"]},
+        {"texts": ["[MASK]前明月光", "守株[MASK][MASK]"], "joint": True, "top_k": 2},
+    ]
 
     def ask(body):
         body = app.test_client().post("/predict", json=body).get_json()
@@ -212,11 +219,11 @@ def assert_close(got, want):
     elif isinstance(want, dict):
         assert list(got) == list(want)
         for key in want:
-            if key != "probability":          # rounded from score: may differ by 0.01
+            if key != "probability":  # rounded from score: may differ by 0.01
                 assert_close(got[key], want[key])
     elif isinstance(want, list):
         assert len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert_close(g, w)
     else:
         assert got == want

@@ -16,7 +16,6 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-
 from live import GunicornServer
 
 pytestmark = [pytest.mark.load, pytest.mark.live]
@@ -29,9 +28,16 @@ SOAK_REQUESTS = int(os.environ.get("SOAK_REQUESTS", "3000"))
 SLOW_SOCKETS = int(os.environ.get("SLOWLORIS_SOCKETS", "6"))
 SLOW_TIMEOUT = int(os.environ.get("SLOWLORIS_TIMEOUT", "6"))
 # Varied sentences (one and two masks, a batch) so the load is not one cached shape.
-TEXTS = ["今天天气真[MASK]啊", "床前明月[MASK]，疑是地上霜。", "画蛇[MASK][MASK]，多此一举。",
-         "我们是好朋[MASK]。", "[MASK]前明月光，疑是地上［MASK］。", "他每天早上都去公[MASK]跑步。",
-         "这本书非常有[MASK]思。", "春眠不觉晓，处处闻啼[MASK]。"]
+TEXTS = [
+    "今天天气真[MASK]啊",
+    "床前明月[MASK]，疑是地上霜。",
+    "画蛇[MASK][MASK]，多此一举。",
+    "我们是好朋[MASK]。",
+    "[MASK]前明月光，疑是地上［MASK］。",
+    "他每天早上都去公[MASK]跑步。",
+    "这本书非常有[MASK]思。",
+    "春眠不觉晓，处处闻啼[MASK]。",
+]
 
 
 def body_for(i):
@@ -61,8 +67,7 @@ class Load:
     Each request is kept as (client, start, end, ok, detail) with monotonic times.
     """
 
-    def __init__(self, url, clients=CLIENTS, seconds=LOAD_SECONDS, requests_each=None,
-                 timeout=30):
+    def __init__(self, url, clients=CLIENTS, seconds=LOAD_SECONDS, requests_each=None, timeout=30):
         self.url, self.clients, self.seconds = url, clients, seconds
         self.requests_each, self.timeout = requests_each, timeout
         self.results = []
@@ -87,7 +92,7 @@ class Load:
                 detail = r.status_code
             except requests.RequestException as exc:
                 ok, detail = False, type(exc).__name__
-                session = requests.Session()          # a fresh connection after a failure
+                session = requests.Session()  # a fresh connection after a failure
             end = time.monotonic()
             with self.lock:
                 self.in_flight -= 1
@@ -95,8 +100,10 @@ class Load:
             i += self.clients
 
     def start(self):
-        self.threads = [threading.Thread(target=self.client, args=(c,), daemon=True)
-                        for c in range(self.clients)]
+        self.threads = [
+            threading.Thread(target=self.client, args=(c,), daemon=True)
+            for c in range(self.clients)
+        ]
         for thread in self.threads:
             thread.start()
         return self
@@ -112,13 +119,17 @@ class Load:
 
     def summary(self):
         lat = self.latencies_ms()
-        elapsed = (max(e for _, _, e, _, _ in self.results)
-                   - min(s for _, s, _, _, _ in self.results))
-        return {"requests": len(self.results),
-                "errors": sum(1 for r in self.results if not r[3]),
-                "throughput_rps": round(len(lat) / elapsed, 1),
-                "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
-                "max_ms": round(max(lat), 1)}
+        elapsed = max(e for _, _, e, _, _ in self.results) - min(
+            s for _, s, _, _, _ in self.results
+        )
+        return {
+            "requests": len(self.results),
+            "errors": sum(1 for r in self.results if not r[3]),
+            "throughput_rps": round(len(lat) / elapsed, 1),
+            "p50_ms": round(percentile(lat, 50), 1),
+            "p99_ms": round(percentile(lat, 99), 1),
+            "max_ms": round(max(lat), 1),
+        }
 
 
 @pytest.fixture
@@ -144,10 +155,15 @@ def test_concurrent_clients(server):
     workers = [psutil.Process(pid) for pid in server.worker_pids()]
     cpu_before = [sum(w.cpu_times()[:2]) for w in workers]
     load = Load(server.url).start().join()
-    cpu = [sum(w.cpu_times()[:2]) - b for w, b in zip(workers, cpu_before)]
-    figures = {"clients": CLIENTS, "seconds": LOAD_SECONDS, "workers": 2, **load.summary(),
-               # How evenly the kernel spread the clients' connections over the workers.
-               "worker_cpu_share_pct": sorted(round(100 * c / sum(cpu)) for c in cpu)}
+    cpu = [sum(w.cpu_times()[:2]) - b for w, b in zip(workers, cpu_before, strict=True)]
+    figures = {
+        "clients": CLIENTS,
+        "seconds": LOAD_SECONDS,
+        "workers": 2,
+        **load.summary(),
+        # How evenly the kernel spread the clients' connections over the workers.
+        "worker_cpu_share_pct": sorted(round(100 * c / sum(cpu)) for c in cpu),
+    }
     record("concurrent_load", figures)
     failures = [r for r in load.results if not r[3]]
     assert not failures, failures[:5]
@@ -192,14 +208,19 @@ def test_sigkill_one_worker_mid_load(server):
     load.join()
     failures = [r for r in load.results if not r[3]]
     after_kill = [r for r in load.results if r[3] and r[1] >= killed_at]
-    figures = {"clients": CLIENTS, "requests": len(load.results), "failed": len(failures),
-               "in_flight_at_kill": in_flight, "died_after_s": round(died_at - killed_at, 3),
-               "clients_failed": len({r[0] for r in failures}),
-               "failure_kinds": sorted({str(r[4]) for r in failures}),
-               "ok_after_kill": len(after_kill),
-               "ok_within_1s_of_kill": sum(1 for r in after_kill if r[2] <= killed_at + 1),
-               "replacement_spawned_s": round(spawned_at - killed_at, 2),
-               "replacement_served_s": round(served_at - killed_at, 2) if served_at else None}
+    figures = {
+        "clients": CLIENTS,
+        "requests": len(load.results),
+        "failed": len(failures),
+        "in_flight_at_kill": in_flight,
+        "died_after_s": round(died_at - killed_at, 3),
+        "clients_failed": len({r[0] for r in failures}),
+        "failure_kinds": sorted({str(r[4]) for r in failures}),
+        "ok_after_kill": len(after_kill),
+        "ok_within_1s_of_kill": sum(1 for r in after_kill if r[2] <= killed_at + 1),
+        "replacement_spawned_s": round(spawned_at - killed_at, 2),
+        "replacement_served_s": round(served_at - killed_at, 2) if served_at else None,
+    }
     record("sigkill_worker", figures)
     assert server.proc.poll() is None, "the master died"
     assert served_at is not None and served_at - killed_at < 10
@@ -215,8 +236,10 @@ def send_partial(url, body):
     """Open a connection and send all but the last bytes of a POST: the request is in flight."""
     host, port = url.split("//")[1].split(":")
     sock = socket.create_connection((host, int(port)), timeout=30)
-    head = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     sock.sendall(head + body[:-5])
     return sock
 
@@ -238,11 +261,12 @@ def finish(sock, body):
 
 def test_sigterm_master_finishes_in_flight(tiny_model_dir):
     """SIGTERM: requests in flight complete, new connections are not served, exit is clean."""
-    with GunicornServer(tiny_model_dir, WORKERS="2", THREADS="4", CACHE_SIZE="0",
-                        GRACEFUL_TIMEOUT="20") as server:
+    with GunicornServer(
+        tiny_model_dir, WORKERS="2", THREADS="4", CACHE_SIZE="0", GRACEFUL_TIMEOUT="20"
+    ) as server:
         body = json.dumps({"text": "今天天气真[MASK]啊"}, ensure_ascii=False).encode()
         socks = [send_partial(server.url, body) for _ in range(3)]
-        time.sleep(0.5)                        # the workers are now reading those bodies
+        time.sleep(0.5)  # the workers are now reading those bodies
         server.proc.send_signal(signal.SIGTERM)
         sent_at = time.monotonic()
         time.sleep(1.0)
@@ -257,10 +281,13 @@ def test_sigterm_master_finishes_in_flight(tiny_model_dir):
         answers = [finish(sock, body) for sock in socks]
         code = server.proc.wait(30)
         stopped_s = time.monotonic() - sent_at
-        figures = {"in_flight": len(socks),
-                   "in_flight_completed": sum(1 for s, _ in answers if s == 200),
-                   "new_refused": refused, "master_exit_code": code,
-                   "shutdown_s": round(stopped_s, 2)}
+        figures = {
+            "in_flight": len(socks),
+            "in_flight_completed": sum(1 for s, _ in answers if s == 200),
+            "new_refused": refused,
+            "master_exit_code": code,
+            "shutdown_s": round(stopped_s, 2),
+        }
         record("sigterm_master", figures)
         assert [s for s, _ in answers] == [200, 200, 200]
         assert all(json.loads(p)["success"] is True for _, p in answers)
@@ -276,17 +303,21 @@ def test_soak_memory_stays_flat(server):
     warmup = max(200, SOAK_REQUESTS // 10)
     Load(server.url, clients=8, seconds=600, requests_each=warmup // 8).start().join()
     before = worker_rss(server)
-    load = Load(server.url, clients=8, seconds=1800,
-                requests_each=SOAK_REQUESTS // 8).start().join()
+    load = (
+        Load(server.url, clients=8, seconds=1800, requests_each=SOAK_REQUESTS // 8).start().join()
+    )
     after = worker_rss(server)
     assert set(after) == set(before), "a worker was replaced during the soak"
     growth = (sum(after.values()) - sum(before.values())) / sum(before.values())
-    figures = {"requests": len(load.results), "warmup_requests": warmup,
-               "errors": sum(1 for r in load.results if not r[3]),
-               "rss_before_mb": round(sum(before.values()) / 2**20, 1),
-               "rss_after_mb": round(sum(after.values()) / 2**20, 1),
-               "rss_growth_pct": round(growth * 100, 2),
-               "p99_ms": load.summary()["p99_ms"]}
+    figures = {
+        "requests": len(load.results),
+        "warmup_requests": warmup,
+        "errors": sum(1 for r in load.results if not r[3]),
+        "rss_before_mb": round(sum(before.values()) / 2**20, 1),
+        "rss_after_mb": round(sum(after.values()) / 2**20, 1),
+        "rss_growth_pct": round(growth * 100, 2),
+        "p99_ms": load.summary()["p99_ms"],
+    }
     record("soak", figures)
     assert figures["errors"] == 0
     assert growth < 0.10
@@ -298,8 +329,10 @@ def slowloris(url, stop, cuts):
     Appends to ``cuts`` how long each connection lasted before the server closed it.
     """
     host, port = url.split("//")[1].split(":")
-    head = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            + "".join(f"X-Slow-{i}: {'a' * 20}\r\n" for i in range(40))).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        + "".join(f"X-Slow-{i}: {'a' * 20}\r\n" for i in range(40))
+    ).encode()
     while not stop.is_set():
         sock = socket.create_connection((host, int(port)), timeout=5)
         opened = time.monotonic()
@@ -308,7 +341,7 @@ def slowloris(url, stop, cuts):
             for i in range(40, len(head)):
                 if stop.wait(1.0):
                     break
-                sock.sendall(head[i:i + 1])
+                sock.sendall(head[i : i + 1])
         except OSError:
             cuts.append(time.monotonic() - opened)
         finally:
@@ -317,11 +350,14 @@ def slowloris(url, stop, cuts):
 
 def test_slowloris_does_not_block_others(tiny_model_dir):
     """A few sockets sending headers slowly: other clients wait at most the worker TIMEOUT."""
-    with GunicornServer(tiny_model_dir, WORKERS="2", THREADS="4", CACHE_SIZE="0",
-                        TIMEOUT=str(SLOW_TIMEOUT)) as server:
+    with GunicornServer(
+        tiny_model_dir, WORKERS="2", THREADS="4", CACHE_SIZE="0", TIMEOUT=str(SLOW_TIMEOUT)
+    ) as server:
         stop, cuts = threading.Event(), []
-        slow = [threading.Thread(target=slowloris, args=(server.url, stop, cuts), daemon=True)
-                for _ in range(SLOW_SOCKETS)]
+        slow = [
+            threading.Thread(target=slowloris, args=(server.url, stop, cuts), daemon=True)
+            for _ in range(SLOW_SOCKETS)
+        ]
         for thread in slow:
             thread.start()
         time.sleep(1.0)
@@ -331,8 +367,12 @@ def test_slowloris_does_not_block_others(tiny_model_dir):
         while time.monotonic() < deadline:
             start = time.monotonic()
             try:
-                r = requests.post(server.url + "/predict", json=body_for(len(latencies)),
-                                  timeout=4 * SLOW_TIMEOUT, headers={"Connection": "close"})
+                r = requests.post(
+                    server.url + "/predict",
+                    json=body_for(len(latencies)),
+                    timeout=4 * SLOW_TIMEOUT,
+                    headers={"Connection": "close"},
+                )
                 errors += r.status_code != 200
             except requests.RequestException:
                 errors += 1
@@ -340,12 +380,16 @@ def test_slowloris_does_not_block_others(tiny_model_dir):
         stop.set()
         for thread in slow:
             thread.join(10)
-        figures = {"slow_sockets": SLOW_SOCKETS, "timeout_s": SLOW_TIMEOUT,
-                   "requests": len(latencies), "errors": errors,
-                   "max_wait_s": round(max(latencies), 2),
-                   "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-                   "slow_connections_cut": len(cuts),
-                   "cut_after_s": round(min(cuts), 1) if cuts else None}
+        figures = {
+            "slow_sockets": SLOW_SOCKETS,
+            "timeout_s": SLOW_TIMEOUT,
+            "requests": len(latencies),
+            "errors": errors,
+            "max_wait_s": round(max(latencies), 2),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "slow_connections_cut": len(cuts),
+            "cut_after_s": round(min(cuts), 1) if cuts else None,
+        }
         record("slowloris", figures)
         assert errors == 0
         assert max(latencies) < SLOW_TIMEOUT + 2

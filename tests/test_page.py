@@ -6,7 +6,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +18,7 @@ class PageParser(HTMLParser):
     def __init__(self):
         super().__init__()
         self.tags = []
-        self.inline = []          # (tag, text) of non-blank <script>/<style> bodies
+        self.inline = []  # (tag, text) of non-blank <script>/<style> bodies
         self._open = None
 
     def handle_starttag(self, tag, attrs):
@@ -55,8 +54,17 @@ def test_page_renders_in_chinese_with_the_example(page):
     assert '<html lang="zh-CN">' in html
     assert "床前明月光，疑是地上[MASK]。</textarea>" in html
     ids = {attrs.get("id") for _, attrs in parser.tags}
-    assert {"text", "insert-mask", "top-k", "predict", "choices", "status", "results",
-            "best-sentence", "meta"} <= ids
+    assert {
+        "text",
+        "insert-mask",
+        "top-k",
+        "predict",
+        "choices",
+        "status",
+        "results",
+        "best-sentence",
+        "meta",
+    } <= ids
 
 
 def test_limits_and_endpoint_come_from_the_config(page, app):
@@ -67,8 +75,9 @@ def test_limits_and_endpoint_come_from_the_config(page, app):
     assert main["data-max-masks"] == str(cfg.max_masks)
     options = [attrs["value"] for tag, attrs in parser.tags if tag == "option"]
     assert options == ["1", "3", "5", "10", "20"]
-    (selected,) = [attrs["value"] for tag, attrs in parser.tags
-                   if tag == "option" and "selected" in attrs]
+    (selected,) = [
+        attrs["value"] for tag, attrs in parser.tags if tag == "option" and "selected" in attrs
+    ]
     assert selected == "5"
 
 
@@ -104,8 +113,15 @@ def test_static_files_name_no_other_host():
 def test_script_never_writes_html():
     """User and model text reach the page through textContent only."""
     source = (STATIC / "page.js").read_text(encoding="utf-8")
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                 "new Function", "setAttribute(\"style\""):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setAttribute("style"',
+    ):
         assert sink not in source, sink
     assert "textContent" in source
 
@@ -114,7 +130,7 @@ def test_page_renders_without_a_model(tmp_path):
     """The page does not need the model: it loads and then shows the API's 503 message."""
     from app import create_app
 
-    broken = create_app(make_config(tmp_path / "no-model", strict=False))
+    broken = create_app(make_config(tmp_path / "no-model", strict=True))
     response = broken.test_client().get("/")
     assert response.status_code == 200
     assert b'id="text"' in response.data

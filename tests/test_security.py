@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import make_config
+
 from fillmask.security import CONTENT_SECURITY_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,34 +19,47 @@ GOOD = {"text": "今天天气真[MASK]啊"}
 
 def build(model_dir, **overrides):
     from app import create_app
+
     return create_app(make_config(model_dir, **overrides))
 
 
 @pytest.fixture(scope="module")
 def locked(tiny_model_dir):
     """An app with an API token and one allowed origin."""
-    return build(tiny_model_dir, api_token="s3cret-tok3n",
-                 cors_origins="http://ok.example, http://also.example").test_client()
+    return build(
+        tiny_model_dir,
+        api_token="s3cret-tok3n",
+        cors_origins="http://ok.example, http://also.example",
+    ).test_client()
 
 
 def preflight(client, origin, path="/predict"):
-    return client.options(path, headers={"Origin": origin,
-                                         "Access-Control-Request-Method": "POST",
-                                         "Access-Control-Request-Headers": "content-type"})
+    return client.options(
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
 
 
 # -- headers -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,path,body,status", [
-    ("get", "/", None, 200),
-    ("get", "/health", None, 200),
-    ("get", "/openapi.json", None, 200),
-    ("post", "/predict", GOOD, 200),
-    ("post", "/predict", {"text": "no mask"}, 400),
-    ("post", "/fill-mask", {"inputs": "好[MASK]"}, 200),
-    ("get", "/nope", None, 404),
-    ("get", "/predict", None, 405),
-])
+
+@pytest.mark.parametrize(
+    "method,path,body,status",
+    [
+        ("get", "/", None, 200),
+        ("get", "/health", None, 200),
+        ("get", "/openapi.json", None, 200),
+        ("post", "/predict", GOOD, 200),
+        ("post", "/predict", {"text": "no mask"}, 400),
+        ("post", "/fill-mask", {"inputs": "好[MASK]"}, 200),
+        ("get", "/nope", None, 404),
+        ("get", "/predict", None, 405),
+    ],
+)
 def test_security_headers_everywhere(client, method, path, body, status):
     r = getattr(client, method)(path, json=body) if body else getattr(client, method)(path)
     assert r.status_code == status
@@ -78,12 +91,14 @@ def test_page_has_no_inline_script_or_style(client):
 def test_headers_on_500(app, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
+
     monkeypatch.setattr(app.extensions["fillmask"].predictor, "predict", boom)
     r = app.test_client().post("/predict", json=GOOD)
     assert r.status_code == 500 and r.headers["X-Content-Type-Options"] == "nosniff"
 
 
 # -- CORS ----------------------------------------------------------------------------------------
+
 
 def test_cors_closed_by_default(client):
     r = client.post("/predict", json=GOOD, headers={"Origin": "http://other.example"})
@@ -100,10 +115,14 @@ def test_cors_allowed_origin(locked):
     assert p.headers["Access-Control-Allow-Origin"] == "http://also.example"
     assert "POST" in p.headers["Access-Control-Allow-Methods"]
     assert {"content-type", "authorization"} <= {
-        h.strip().lower() for h in p.headers["Access-Control-Allow-Headers"].split(",")}
+        h.strip().lower() for h in p.headers["Access-Control-Allow-Headers"].split(",")
+    }
     assert "Origin" in p.headers["Vary"]
-    r = locked.post("/predict", json=GOOD, headers={"Origin": "http://ok.example",
-                                                    "Authorization": "Bearer s3cret-tok3n"})
+    r = locked.post(
+        "/predict",
+        json=GOOD,
+        headers={"Origin": "http://ok.example", "Authorization": "Bearer s3cret-tok3n"},
+    )
     assert r.status_code == 200
     assert r.headers["Access-Control-Allow-Origin"] == "http://ok.example"
 
@@ -128,16 +147,20 @@ def test_preflight_needs_no_token(locked):
 
 # -- API token -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("header,hint", [
-    (None, "requires an API token"),
-    ("Bearer wrong", "wrong"),
-    ("Bearer s3cret-tok3n-and-more", "wrong"),
-    ("Bearer S3CRET-TOK3N", "wrong"),
-    ("Basic czNjcmV0LXRvazNu", "requires an API token"),
-    ("s3cret-tok3n", "requires an API token"),
-    ("Bearer ", "requires an API token"),
-    ("Bearer 秘密", "wrong"),
-])
+
+@pytest.mark.parametrize(
+    "header,hint",
+    [
+        (None, "requires an API token"),
+        ("Bearer wrong", "wrong"),
+        ("Bearer s3cret-tok3n-and-more", "wrong"),
+        ("Bearer S3CRET-TOK3N", "wrong"),
+        ("Basic czNjcmV0LXRvazNu", "requires an API token"),
+        ("s3cret-tok3n", "requires an API token"),
+        ("Bearer ", "requires an API token"),
+        ("Bearer 秘密", "wrong"),
+    ],
+)
 @pytest.mark.parametrize("path", ["/predict", "/fill-mask"])
 def test_token_refused(locked, path, header, hint):
     headers = {"Authorization": header.encode("utf-8").decode("latin-1")} if header else {}
@@ -174,6 +197,7 @@ def test_token_compared_in_constant_time(locked, monkeypatch):
     def spy(a, b):
         calls.append((a, b))
         return real(a, b)
+
     monkeypatch.setattr(hmac, "compare_digest", spy)
     locked.post("/predict", json=GOOD, headers={"Authorization": "Bearer guess"})
     assert calls == [(b"guess", b"s3cret-tok3n")]
@@ -181,6 +205,7 @@ def test_token_compared_in_constant_time(locked, monkeypatch):
 
 def test_settings_come_from_the_environment():
     from fillmask.config import Config
+
     cfg = Config.from_env({"API_TOKEN": "abc", "CORS_ORIGINS": "http://a.example,http://b.example"})
     assert cfg.api_token == "abc"
     assert cfg.allowed_origins == {"http://a.example", "http://b.example"}
@@ -188,6 +213,7 @@ def test_settings_come_from_the_environment():
 
 
 # -- no debug mode -------------------------------------------------------------------------------
+
 
 def test_no_debug_mode_even_if_asked(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("FLASK_DEBUG", "1")
@@ -212,6 +238,7 @@ def test_no_debug_anywhere_in_the_code():
 
 # -- model files against the manifest -----------------------------------------------------------
 
+
 def tampered_copy(src, dst, name="model.onnx"):
     """Copy a model directory and flip one byte in ``name``: same size, different sha256."""
     shutil.copytree(src, dst)
@@ -226,7 +253,7 @@ def test_sha256_mismatch_is_model_unavailable(tiny_model_dir, tmp_path):
     bad = tampered_copy(tiny_model_dir, tmp_path / "bad")
     # Same size: the per-worker size check passes, the sha256 check does not.
     assert build(bad, model_verify="size").extensions["fillmask"].predictor is not None
-    app = build(bad, model_verify="sha256", strict=False)
+    app = build(bad, model_verify="sha256", strict=True)
     r = app.test_client().post("/predict", json=GOOD)
     assert r.status_code == 503 and r.get_json()["code"] == "model_unavailable"
     assert str(tmp_path) not in r.get_data(as_text=True)
@@ -237,7 +264,7 @@ def test_size_mismatch_is_model_unavailable(tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, bad)
     with open(bad / "tokenizer.json", "a", encoding="utf-8") as handle:
         handle.write(" ")
-    app = build(bad, strict=False)
+    app = build(bad, strict=True)
     assert app.test_client().post("/predict", json=GOOD).status_code == 503
 
 
@@ -245,6 +272,7 @@ def test_size_mismatch_is_model_unavailable(tiny_model_dir, tmp_path):
 def test_gunicorn_refuses_a_tampered_model(tiny_model_dir, tmp_path):
     """The master hashes every file before forking: one clear line, non-zero exit."""
     from live import GunicornServer
+
     bad = tampered_copy(tiny_model_dir, tmp_path / "bad")
     server = GunicornServer(bad, startup_timeout=30)
     with pytest.raises(RuntimeError) as info:
@@ -259,6 +287,7 @@ def test_gunicorn_refuses_a_tampered_model(tiny_model_dir, tmp_path):
 
 def test_manifest_matches_the_files(tiny_model_dir):
     from fillmask.model_files import sha256_of
+
     manifest = json.loads((tiny_model_dir / "manifest.json").read_text(encoding="utf-8"))
     for name in ("model.onnx", "tokenizer.json"):
         assert manifest["files"][name]["sha256"] == sha256_of(tiny_model_dir / name)
@@ -266,22 +295,27 @@ def test_manifest_matches_the_files(tiny_model_dir):
 
 # -- request limits in front of the app ---------------------------------------------------------
 
+
 @pytest.mark.live
 def test_gunicorn_refuses_oversized_requests(tiny_model_dir):
     """Request line, header count and header size limits answer 4xx; the server carries on."""
     import requests
     from live import GunicornServer
+
     with GunicornServer(tiny_model_dir, WORKERS="1") as server:
         url = server.url
         answers = {
             "long_request_line": requests.get(url + "/health?" + "a" * 5000, timeout=10),
-            "too_many_headers": requests.get(url + "/health", timeout=10,
-                                             headers={f"X-H{i}": "1" for i in range(60)}),
-            "huge_header": requests.get(url + "/health", headers={"X-Big": "a" * 9000},
-                                        timeout=10),
-            "huge_body": requests.post(url + "/predict", data=b"{" + b" " * (2 << 20) + b"}",
-                                       headers={"Content-Type": "application/json"},
-                                       timeout=30),
+            "too_many_headers": requests.get(
+                url + "/health", timeout=10, headers={f"X-H{i}": "1" for i in range(60)}
+            ),
+            "huge_header": requests.get(url + "/health", headers={"X-Big": "a" * 9000}, timeout=10),
+            "huge_body": requests.post(
+                url + "/predict",
+                data=b"{" + b" " * (2 << 20) + b"}",
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            ),
         }
         for name, r in answers.items():
             assert 400 <= r.status_code < 500, (name, r.status_code)

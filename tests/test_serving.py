@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-
 from conftest import ROOT
 from live import GunicornServer
 
@@ -32,9 +31,9 @@ def test_two_workers_answer_concurrent_requests(server):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(ask, texts))
     assert all(status == 200 and body["success"] for status, body, _ in results)
-    for text, (_, body, _) in zip(texts, results):
+    for text, (_, body, _) in zip(texts, results, strict=True):
         assert body["result"][0]["sequence"] == text.replace("[MASK]", body["result"][0]["word"])
-    assert len({pid for _, _, pid in results}) == 2          # both workers served
+    assert len({pid for _, _, pid in results}) == 2  # both workers served
     assert set(server.worker_pids()) == {pid for _, _, pid in results}
 
 
@@ -46,13 +45,15 @@ def test_utf8_json_on_the_wire(server):
 
 def test_hugging_face_client_round_trip(server, monkeypatch):
     from huggingface_hub import InferenceClient, constants
+
     # Offline mode (set for the tests) also blocks this loopback URL; the server is local.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     client = InferenceClient(model=server.url + "/fill-mask")
     out = client.fill_mask("今天天气真[MASK]啊", top_k=3)
     assert len(out) == 3
-    direct = requests.post(server.url + "/predict",
-                           json={"text": "今天天气真[MASK]啊", "top_k": 3}, timeout=30).json()
+    direct = requests.post(
+        server.url + "/predict", json={"text": "今天天气真[MASK]啊", "top_k": 3}, timeout=30
+    ).json()
     assert [o.token for o in out] == [c["token_id"] for c in direct["result"]]
     assert [o.token_str for o in out] == [c["word"] for c in direct["result"]]
     assert out[0].sequence == direct["result"][0]["sequence"]
@@ -76,20 +77,27 @@ def test_serving_process_imports_neither_torch_nor_transformers(tiny_model_dir):
         "r = app.test_client().post('/predict', json={'text': '好[MASK]'})\n"
         "assert r.status_code == 200, r.data\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'transformers', 'onnx', 'onnxscript'))))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+        "('torch', 'transformers', 'onnx', 'onnxscript'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 def test_worker_warms_the_model_before_its_first_request(tiny_model_dir, monkeypatch):
-    from app import create_app
     from conftest import make_config
+
+    from app import create_app
     from fillmask.predictor import Predictor
+
     calls = []
     original = Predictor.log_probs
-    monkeypatch.setattr(Predictor, "log_probs",
-                        lambda self, items: calls.append(len(items)) or original(self, items))
+    monkeypatch.setattr(
+        Predictor,
+        "log_probs",
+        lambda self, items: calls.append(len(items)) or original(self, items),
+    )
     create_app(make_config(tiny_model_dir))
-    assert calls == [1]          # one run at load, before any request arrives
+    assert calls == [1]  # one run at load, before any request arrives

@@ -10,7 +10,12 @@ from fillmask.text import find_masks
 def test_find_masks_all_spellings():
     text = "a[MASK]b[mask]c［MASK］d［mask]e[ MASK ]"
     assert [text[s:e] for s, e in find_masks(text)] == [
-        "[MASK]", "[mask]", "［MASK］", "［mask]", "[ MASK ]"]
+        "[MASK]",
+        "[mask]",
+        "［MASK］",
+        "［mask]",
+        "[ MASK ]",
+    ]
 
 
 def test_prepare_ids_and_positions(predictor):
@@ -34,10 +39,16 @@ def test_surrogates_and_controls_do_not_break_tokenisation(predictor):
     assert item.fill_one(0, "坏") == "\ud800好\x00坏\u202e😀"
 
 
-@pytest.mark.parametrize("text,code", [
-    ("", "empty_text"), ("  \n", "empty_text"), ("没有", "no_mask"),
-    ("[MASK]" * 17, "too_many_masks"), (5, "invalid_type"),
-])
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("", "empty_text"),
+        ("  \n", "empty_text"),
+        ("没有", "no_mask"),
+        ("[MASK]" * 17, "too_many_masks"),
+        (5, "invalid_type"),
+    ],
+)
 def test_prepare_refuses(predictor, text, code):
     with pytest.raises(FillMaskError) as info:
         predictor.prepare(text)
@@ -52,8 +63,14 @@ def test_window_keeps_masks_and_limits_length(predictor):
 
 
 def test_config_from_env():
-    env = {"MODEL_DIR": "/m", "MODEL_PRECISION": "int8", "MAX_LENGTH": "128",
-           "BATCHING": "off", "BATCH_WINDOW_MS": "1.5", "WORKERS": "4"}
+    env = {
+        "MODEL_DIR": "/m",
+        "MODEL_PRECISION": "int8",
+        "MAX_LENGTH": "128",
+        "BATCHING": "off",
+        "BATCH_WINDOW_MS": "1.5",
+        "WORKERS": "4",
+    }
     cfg = Config.from_env(env)
     assert (cfg.model_dir, cfg.model_precision, cfg.max_length) == ("/m", "int8", 128)
     assert cfg.batching is False and cfg.batch_window_ms == 1.5
@@ -64,5 +81,6 @@ def test_config_from_env():
 
 def test_max_length_beyond_the_model_is_refused(tiny_model_dir):
     from fillmask.predictor import Predictor
+
     with pytest.raises(FillMaskError, match="MAX_LENGTH"):
         Predictor(tiny_model_dir, max_length=4096)

@@ -16,18 +16,21 @@ logger = logging.getLogger(__name__)
 BERT_BASE = dict(layers=12, hidden=768, intermediate=3072, vocab=21128)
 
 
-def bert_flops(tokens, masks=1, full_logits=False, layers=12, hidden=768, intermediate=3072,
-               vocab=21128):
+def bert_flops(
+    tokens, masks=1, full_logits=False, layers=12, hidden=768, intermediate=3072, vocab=21128
+):
     """FLOPs of one sequence of ``tokens``: encoder, then the MLM head on the masked rows.
 
     ``full_logits``: the head runs on every token (the reference design's graph).
     """
-    per_token = (2 * 3 * hidden * hidden          # Q, K, V projections
-                 + 2 * 2 * tokens * hidden        # scores QKᵀ and the weighted sum of V
-                 + 2 * hidden * hidden            # attention output projection
-                 + 2 * 2 * hidden * intermediate)  # feed-forward in and out
+    per_token = (
+        2 * 3 * hidden * hidden  # Q, K, V projections
+        + 2 * 2 * tokens * hidden  # scores QKᵀ and the weighted sum of V
+        + 2 * hidden * hidden  # attention output projection
+        + 2 * 2 * hidden * intermediate
+    )  # feed-forward in and out
     head_rows = tokens if full_logits else masks
-    head = head_rows * (2 * hidden * hidden + 2 * hidden * vocab)   # transform + decoder
+    head = head_rows * (2 * hidden * hidden + 2 * hidden * vocab)  # transform + decoder
     return layers * tokens * per_token + head
 
 
@@ -36,11 +39,15 @@ def gemm_graph(m, k, n):
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(
-        np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w")
+        np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w"
+    )
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "gemm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
@@ -67,10 +74,13 @@ def gemm_peak(threads, m=512, k=768, n=3072, reps=20):
         times.append(time.perf_counter() - start)
     flop = 2 * m * k * n
     # Peak = the fastest repetition: background load on shared cores only ever slows a run.
-    return {"shape": [m, k, n], "threads": threads,
-            "median_ms": round(float(np.median(times)) * 1000, 2),
-            "gflops_median": round(flop / float(np.median(times)) / 1e9, 1),
-            "gflops": round(flop / min(times) / 1e9, 1)}
+    return {
+        "shape": [m, k, n],
+        "threads": threads,
+        "median_ms": round(float(np.median(times)) * 1000, 2),
+        "gflops_median": round(flop / float(np.median(times)) / 1e9, 1),
+        "gflops": round(flop / min(times) / 1e9, 1),
+    }
 
 
 def architecture(manifest):
@@ -81,12 +91,18 @@ def architecture(manifest):
     """
     arch = manifest.get("architecture", {})
     hidden = arch.get("hidden", BERT_BASE["hidden"])
-    return {"layers": arch.get("layers", BERT_BASE["layers"]), "hidden": hidden,
-            "intermediate": 4 * hidden, "vocab": manifest.get("vocab_size", BERT_BASE["vocab"])}
+    return {
+        "layers": arch.get("layers", BERT_BASE["layers"]),
+        "hidden": hidden,
+        "intermediate": 4 * hidden,
+        "vocab": manifest.get("vocab_size", BERT_BASE["vocab"]),
+    }
 
 
 def achieved(latency_p50_ms, tokens, masks=1, full_logits=False, **arch):
     """GFLOP/s reached by one request of ``tokens`` at the given median latency."""
     flops = bert_flops(tokens, masks, full_logits, **arch)
-    return {"gflop": round(flops / 1e9, 3),
-            "gflops_achieved": round(flops / (latency_p50_ms / 1000) / 1e9, 1)}
+    return {
+        "gflop": round(flops / 1e9, 3),
+        "gflops_achieved": round(flops / (latency_p50_ms / 1000) / 1e9, 1),
+    }

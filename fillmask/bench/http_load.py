@@ -36,7 +36,7 @@ def load_texts(base, count=32):
     texts = []
     for i in range(count):
         position = i % max(1, base.index("[MASK]"))
-        texts.append(base[:position] + FILLER[i % len(FILLER)] + base[position + 1:])
+        texts.append(base[:position] + FILLER[i % len(FILLER)] + base[position + 1 :])
     return texts
 
 
@@ -48,7 +48,7 @@ def cpu_seconds(pids):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])     # utime, stime in clock ticks
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -75,8 +75,9 @@ def run_load(url, texts, clients, seconds, max_requests=5000, pids=()):
             i += clients
             start = time.perf_counter()
             try:
-                response = session.post(url + "/predict", json={"text": text, "top_k": 5},
-                                        timeout=30)
+                response = session.post(
+                    url + "/predict", json={"text": text, "top_k": 5}, timeout=30
+                )
                 ok = response.status_code == 200
             except requests.RequestException:
                 ok = False
@@ -92,8 +93,13 @@ def run_load(url, texts, clients, seconds, max_requests=5000, pids=()):
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"clients": clients, "errors": len(errors), "seconds": wall,
-            "cpu_seconds": cpu_seconds(pids) - cpu_before, "latencies_ms": latencies}
+    return {
+        "clients": clients,
+        "errors": len(errors),
+        "seconds": wall,
+        "cpu_seconds": cpu_seconds(pids) - cpu_before,
+        "latencies_ms": latencies,
+    }
 
 
 def worker_peak_rss_mb(server):
@@ -115,14 +121,19 @@ def merge(runs):
     latencies = np.asarray([ms for r in runs for ms in r["latencies_ms"]] or [np.nan])
     seconds = sum(r["seconds"] for r in runs)
     answered = sum(len(r["latencies_ms"]) for r in runs)
-    return {"clients": runs[0]["clients"], "requests": answered,
-            "errors": sum(r["errors"] for r in runs), "seconds": round(seconds, 2),
-            "throughput_rps": round(answered / seconds, 1),
-            "p50_ms": round(float(np.median(latencies)), 1),
-            "p95_ms": round(float(np.percentile(latencies, 95)), 1),
-            "cpu_ms_per_request": round(sum(r["cpu_seconds"] for r in runs) * 1000
-                                        / max(1, answered), 1),
-            "rounds": len(runs)}
+    return {
+        "clients": runs[0]["clients"],
+        "requests": answered,
+        "errors": sum(r["errors"] for r in runs),
+        "seconds": round(seconds, 2),
+        "throughput_rps": round(answered / seconds, 1),
+        "p50_ms": round(float(np.median(latencies)), 1),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        "cpu_ms_per_request": round(
+            sum(r["cpu_seconds"] for r in runs) * 1000 / max(1, answered), 1
+        ),
+        "rounds": len(runs),
+    }
 
 
 def measure(servers, texts, levels, seconds, rounds):
@@ -134,8 +145,8 @@ def measure(servers, texts, levels, seconds, rounds):
     for _ in range(rounds):
         for level in levels:
             for name, server in servers.items():
-                run_load(server.url, texts, level, min(1.0, seconds / 4))     # warm-up
-                raw[name][level].append(run_load(server.url, texts, level, seconds,
-                                                  pids=server.worker_pids()))
-    return {name: {level: merge(runs) for level, runs in per.items()}
-            for name, per in raw.items()}
+                run_load(server.url, texts, level, min(1.0, seconds / 4))  # warm-up
+                raw[name][level].append(
+                    run_load(server.url, texts, level, seconds, pids=server.worker_pids())
+                )
+    return {name: {level: merge(runs) for level, runs in per.items()} for name, per in raw.items()}

@@ -15,7 +15,7 @@ def bench_text(tokens):
     """A text that the model sees as exactly ``tokens`` ids ([CLS] + [SEP] included), one mask."""
     if tokens < 3:
         raise ValueError("a text needs at least 3 tokens: [CLS], [MASK], [SEP]")
-    body = (FILLER * (tokens // len(FILLER) + 1))[:tokens - 3]
+    body = (FILLER * (tokens // len(FILLER) + 1))[: tokens - 3]
     middle = len(body) // 2
     return body[:middle] + "[MASK]" + body[middle:]
 
@@ -23,9 +23,12 @@ def bench_text(tokens):
 def summarise(values_ms):
     """Median, p95, mean and count of a list of milliseconds."""
     values = np.asarray(values_ms, dtype=float)
-    return {"p50_ms": round(float(np.median(values)), 2),
-            "p95_ms": round(float(np.percentile(values, 95)), 2),
-            "mean_ms": round(float(values.mean()), 2), "n": int(values.size)}
+    return {
+        "p50_ms": round(float(np.median(values)), 2),
+        "p95_ms": round(float(np.percentile(values, 95)), 2),
+        "mean_ms": round(float(values.mean()), 2),
+        "n": int(values.size),
+    }
 
 
 def measure(variants, texts, reps, warmup=3, pause=0.02):

@@ -43,8 +43,13 @@ def ours_answerer(model_dir, precision, threads):
     from fillmask.config import Config
 
     # The served defaults (MAX_LENGTH 64, BATCH_MAX 16): a 128-token text is windowed to 64.
-    config = Config(model_dir=str(model_dir), model_precision=precision, ort_threads=threads,
-                    cache_size=0, strict=True)
+    config = Config(
+        model_dir=str(model_dir),
+        model_precision=precision,
+        ort_threads=threads,
+        cache_size=0,
+        strict=True,
+    )
     client = create_app(config).test_client()
 
     def answer(texts):
@@ -52,22 +57,28 @@ def ours_answerer(model_dir, precision, threads):
         response = client.post("/predict", json=body)
         if response.status_code != 200:
             raise RuntimeError(response.get_data(as_text=True))
+
     return answer
 
 
 def other_answerer(variant, args):
     """The pipeline or the reference design, answering texts one by one (neither batches)."""
-    from .variants import load_variant
     from .models import BenchModels
+    from .variants import load_variant
 
     # Only the paths matter here; the label is the parent's business.
-    models = BenchModels(Path(args.model_dir), args.source and Path(args.source),
-                         args.reference and Path(args.reference), random_weights=True)
+    models = BenchModels(
+        Path(args.model_dir),
+        args.source and Path(args.source),
+        args.reference and Path(args.reference),
+        random_weights=True,
+    )
     runner = load_variant(variant, models, args.threads)
 
     def answer(texts):
         for text in texts:
             runner.predict_mask(text)
+
     return answer
 
 
@@ -88,16 +99,32 @@ def probe(args):
     answer([bench_text(128)])
     # A full micro-batch of 64-token texts: the largest run a default worker makes.
     answer([bench_text(64)] * 16)
-    print(json.dumps({"variant": args.variant, "load_s": round(loaded - started, 3),
-                      "first_answer_s": round(first - loaded, 3),
-                      "first_answer_wall": first_answer_wall,
-                      "peak_rss_mb": round(peak_rss_mb(), 1)}))
+    print(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "load_s": round(loaded - started, 3),
+                "first_answer_s": round(first - loaded, 3),
+                "first_answer_wall": first_answer_wall,
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+            }
+        )
+    )
 
 
 def run_probe(variant, models, threads):
     """Parent side: launch one child, return its measurements plus the cold start time."""
-    command = [sys.executable, "-m", "fillmask.bench.memory", "--variant", variant,
-               "--model-dir", str(models.model_dir), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "fillmask.bench.memory",
+        "--variant",
+        variant,
+        "--model-dir",
+        str(models.model_dir),
+        "--threads",
+        str(threads),
+    ]
     if models.source_dir:
         command += ["--source", str(models.source_dir)]
     if models.reference_onnx:
@@ -120,8 +147,10 @@ def measure(variants, models, threads, reps):
             raw[name].append(run_probe(name, models, threads))
     summary = {}
     for name, runs in raw.items():
-        summary[name] = {key: round(float(np.median([r[key] for r in runs])), 3)
-                         for key in ("cold_start_s", "load_s", "first_answer_s", "peak_rss_mb")}
+        summary[name] = {
+            key: round(float(np.median([r[key] for r in runs])), 3)
+            for key in ("cold_start_s", "load_s", "first_answer_s", "peak_rss_mb")
+        }
         summary[name]["runs"] = len(runs)
     return summary
 

@@ -12,23 +12,24 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-RANDOM_LABEL = ("RANDOMLY INITIALISED weights with bert-base-chinese's exact architecture "
-                "(12 layers, hidden 768, 12 heads, vocab 21128): timings and memory are "
-                "representative, predictions are noise")
+RANDOM_LABEL = (
+    "RANDOMLY INITIALISED weights with bert-base-chinese's exact architecture "
+    "(12 layers, hidden 768, 12 heads, vocab 21128): timings and memory are "
+    "representative, predictions are noise"
+)
 
 
 @dataclass(frozen=True)
 class BenchModels:
     """Paths of everything measured, and what the weights are."""
 
-    model_dir: Path                 # exported by export_onnx.py (model.onnx, model.int8.onnx)
-    source_dir: Optional[Path]      # save_pretrained directory (pipeline + reference need it)
-    reference_onnx: Optional[Path]  # full-logits export of the same weights
+    model_dir: Path  # exported by export_onnx.py (model.onnx, model.int8.onnx)
+    source_dir: Path | None  # save_pretrained directory (pipeline + reference need it)
+    reference_onnx: Path | None  # full-logits export of the same weights
     random_weights: bool
 
     @property
@@ -52,9 +53,23 @@ def random_models(work):
     if not (model_dir / "model.int8.onnx").is_file() or not (model_dir / "manifest.json").is_file():
         print(f"exporting it with export_onnx.py --int8 to {model_dir} ...", flush=True)
         # A child process, so the exporter's peak memory is not charged to the benchmark.
-        subprocess.run([sys.executable, str(ROOT / "export_onnx.py"), "--model", str(source),
-                        "--output", str(model_dir), "--int8", "--max-length", "512",
-                        "--name", "random-bert-base-chinese"], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "export_onnx.py"),
+                "--model",
+                str(source),
+                "--output",
+                str(model_dir),
+                "--int8",
+                "--max-length",
+                "512",
+                "--name",
+                "random-bert-base-chinese",
+            ],
+            check=True,
+            cwd=ROOT,
+        )
     reference = ensure_reference(source, work / "reference" / "full_logits.onnx")
     return BenchModels(model_dir, source, reference, random_weights=True)
 
@@ -73,8 +88,9 @@ def given_models(model_dir, source_dir, work):
     source = Path(source_dir) if source_dir else None
     reference = None
     if source is not None:
-        reference = ensure_reference(source, Path(work).expanduser() / "reference-"
-                                     f"{model_dir.name}" / "full_logits.onnx")
+        reference = ensure_reference(
+            source, Path(work).expanduser() / f"reference-{model_dir.name}" / "full_logits.onnx"
+        )
     return BenchModels(model_dir, source, reference, random_weights=False)
 
 
@@ -84,9 +100,18 @@ def ensure_reference(source, path):
     if path.is_file():
         return path
     print(f"exporting the full-logits reference graph to {path} ...", flush=True)
-    subprocess.run([sys.executable, "-c", "import sys; from fillmask.bench.models import "
-                    "export_full_logits as f; f(sys.argv[1], sys.argv[2])", str(source),
-                    str(path)], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from fillmask.bench.models import "
+            "export_full_logits as f; f(sys.argv[1], sys.argv[2])",
+            str(source),
+            str(path),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     return path
 
 
@@ -98,12 +123,20 @@ def export_full_logits(source, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = BertForMaskedLM.from_pretrained(str(source), attn_implementation="eager").eval()
-    ids = torch.tensor([[101, 103, 104, 102]])      # [CLS] [MASK] x [SEP]: in every vocab
+    ids = torch.tensor([[101, 103, 104, 102]])  # [CLS] [MASK] x [SEP]: in every vocab
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch", 1: "sequence"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path),
-                          input_names=names, output_names=["logits"], dynamic_axes=axes,
-                          opset_version=17, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            do_constant_folding=True,
+            dynamo=False,
+        )

@@ -21,6 +21,6 @@ class TransformersPipeline:
     def predict_mask(self, text, top_k=5):
         """Top-k (word, probability) for the [MASK] of ``text``."""
         out = self.pipe(text, top_k=top_k)
-        if out and isinstance(out[0], list):     # several masks: the pipeline nests; keep the first
+        if out and isinstance(out[0], list):  # several masks: the pipeline nests; keep the first
             out = out[0]
         return [(o["token_str"].replace(" ", ""), float(o["score"])) for o in out]

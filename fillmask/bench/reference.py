@@ -35,9 +35,13 @@ class ReferenceDesign:
         mask_index = np.where(inputs["input_ids"][0] == self.tokenizer.mask_token_id)[0][0]
         mask_logits = logits[0, mask_index]
         top = np.argsort(mask_logits)[-top_k:][::-1]
-        return [(self.tokenizer.decode([int(i)]),
-                 float(np.exp(mask_logits[i]) / np.sum(np.exp(mask_logits))))
-                for i in top]
+        return [
+            (
+                self.tokenizer.decode([int(i)]),
+                float(np.exp(mask_logits[i]) / np.sum(np.exp(mask_logits))),
+            )
+            for i in top
+        ]
 
 
 def compare_graphs(ours_onnx, reference_onnx, threads, tokens=64, reps=40):
@@ -48,25 +52,34 @@ def compare_graphs(ours_onnx, reference_onnx, threads, tokens=64, reps=40):
     """
     import time
 
-    sessions = {"ours": create_session(ours_onnx, threads),
-                "reference": create_session(reference_onnx, threads)}
-    ids = np.full((1, tokens), 104, dtype=np.int64)    # any id costs the same; 104 always exists
+    sessions = {
+        "ours": create_session(ours_onnx, threads),
+        "reference": create_session(reference_onnx, threads),
+    }
+    ids = np.full((1, tokens), 104, dtype=np.int64)  # any id costs the same; 104 always exists
     ids[0, 0], ids[0, -1], ids[0, tokens // 2] = 101, 102, 103
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-             "token_type_ids": np.zeros_like(ids)}
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
     times = {name: [] for name in sessions}
     for rep in range(reps + 3):
         order = list(sessions) if rep % 2 else list(sessions)[::-1]
         for name in order:
             session = sessions[name]
             wanted = {i.name: feeds[i.name] for i in session.get_inputs()}
-            time.sleep(0.01)       # let the other session's threads stop spinning
+            time.sleep(0.01)  # let the other session's threads stop spinning
             start = time.perf_counter()
             session.run(None, wanted)
             if rep >= 3:
                 times[name].append((time.perf_counter() - start) * 1000)
     ours, ref = np.asarray(times["ours"]), np.asarray(times["reference"])
-    return {"tokens": tokens, "reps": reps, "threads": threads,
-            "ours_p50_ms": round(float(np.median(ours)), 2),
-            "reference_p50_ms": round(float(np.median(ref)), 2),
-            "ours_over_reference": round(float(np.median(ours / ref)), 3)}
+    return {
+        "tokens": tokens,
+        "reps": reps,
+        "threads": threads,
+        "ours_p50_ms": round(float(np.median(ours)), 2),
+        "reference_p50_ms": round(float(np.median(ref)), 2),
+        "ours_over_reference": round(float(np.median(ours / ref)), 3),
+    }

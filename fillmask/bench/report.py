@@ -6,9 +6,12 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-LABELS = {"pipeline": "transformers pipeline (PyTorch)",
-          "reference": "reference design (full-logits ONNX + numpy)",
-          "ours-fp32": "ours, fp32", "ours-int8": "ours, int8"}
+LABELS = {
+    "pipeline": "transformers pipeline (PyTorch)",
+    "reference": "reference design (full-logits ONNX + numpy)",
+    "ours-fp32": "ours, fp32",
+    "ours-int8": "ours, int8",
+}
 
 
 def check(name, value, op, limit, unit=""):
@@ -22,10 +25,11 @@ def targets(results):
     ratios = results["latency"]["ratios_to_pipeline"]
     out = []
     for variant, limits in (("ours-fp32", (2.4, 1.6)), ("ours-int8", (4.5, 2.8))):
-        for tokens, limit in zip((16, 64), limits):
+        for tokens, limit in zip((16, 64), limits, strict=True):
             value = ratios.get(variant, {}).get(tokens)
-            out.append(check(f"{variant} speed-up vs pipeline at {tokens} tokens", value, ">=",
-                             limit, "x"))
+            out.append(
+                check(f"{variant} speed-up vs pipeline at {tokens} tokens", value, ">=", limit, "x")
+            )
     startup = results.get("startup", {})
     for variant, limit in (("ours-fp32", 600), ("ours-int8", 300)):
         value = startup.get(variant, {}).get("peak_rss_mb")
@@ -36,99 +40,162 @@ def targets(results):
     on = http.get("fp32, batching on", {}).get(16)
     off = http.get("fp32, batching off", {}).get(16)
     if on and off:
-        out.append(check("batching: throughput on/off at 16 clients",
-                         round(on["throughput_rps"] / off["throughput_rps"], 2), ">=", 1.4,
-                         "x"))
-        out.append(check("batching: p95 on/off at 16 clients (no worse)",
-                         round(on["p95_ms"] / off["p95_ms"], 2), "<=", 1.0, "x"))
+        out.append(
+            check(
+                "batching: throughput on/off at 16 clients",
+                round(on["throughput_rps"] / off["throughput_rps"], 2),
+                ">=",
+                1.4,
+                "x",
+            )
+        )
+        out.append(
+            check(
+                "batching: p95 on/off at 16 clients (no worse)",
+                round(on["p95_ms"] / off["p95_ms"], 2),
+                "<=",
+                1.0,
+                "x",
+            )
+        )
     graphs = results["latency"].get("graphs_at_64_tokens", {})
-    out.append(check("our fp32 graph time / full-logits graph time at 64 tokens, 1 mask "
-                     "(issue 2: >=10% faster)", graphs.get("ours_over_reference"), "<=", 0.9,
-                     "x"))
+    out.append(
+        check(
+            "our fp32 graph time / full-logits graph time at 64 tokens, 1 mask "
+            "(issue 2: >=10% faster)",
+            graphs.get("ours_over_reference"),
+            "<=",
+            0.9,
+            "x",
+        )
+    )
     return out
 
 
 def write_json(results, path):
     """results.json with real characters and stable key order."""
-    Path(path).write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n",
-                          encoding="utf-8")
+    Path(path).write_text(
+        json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def markdown(results):
     """The Markdown summary the README's Performance section is copied from."""
     meta = results["meta"]
-    lines = [f"**Weights: {meta['weights']}.**", "",
-             f"Command: `{meta['command']}` — {meta['date']}; machine: {meta['machine']}; "
-             f"{meta['threads']} thread(s) for both PyTorch and onnxruntime; "
-             f"{meta['latency_reps']} interleaved repetitions per cell after warm-up.", ""]
+    lines = [
+        f"**Weights: {meta['weights']}.**",
+        "",
+        f"Command: `{meta['command']}` — {meta['date']}; machine: {meta['machine']}; "
+        f"{meta['threads']} thread(s) for both PyTorch and onnxruntime; "
+        f"{meta['latency_reps']} interleaved repetitions per cell after warm-up.",
+        "",
+    ]
     if meta.get("load_average_before"):
-        lines += [f"Load average (1/5/15 min) before the run {meta['load_average_before']}, "
-                  f"after {meta.get('load_average_after')}: the cores were shared with other "
-                  "work, which is why variants are interleaved and compared pair by pair.", ""]
+        lines += [
+            f"Load average (1/5/15 min) before the run {meta['load_average_before']}, "
+            f"after {meta.get('load_average_after')}: the cores were shared with other "
+            "work, which is why variants are interleaved and compared pair by pair.",
+            "",
+        ]
     lat = results["latency"]
     tokens = sorted(int(t) for t in next(iter(lat["summary"].values())))
     head = " | ".join(f"{t} tok p50 / p95" for t in tokens)
-    lines += [f"| single request, 1 mask | {head} | speed-up vs pipeline "
-              f"({' / '.join(str(t) for t in tokens)} tok) |",
-              "|---|" + "---|" * (len(tokens) + 1)]
+    lines += [
+        f"| single request, 1 mask | {head} | speed-up vs pipeline "
+        f"({' / '.join(str(t) for t in tokens)} tok) |",
+        "|---|" + "---|" * (len(tokens) + 1),
+    ]
     for variant, per in lat["summary"].items():
         cells = " | ".join(f"{per[t]['p50_ms']:.1f} / {per[t]['p95_ms']:.1f} ms" for t in tokens)
         ratio = lat["ratios_to_pipeline"].get(variant)
         baseline = "1 (baseline)" if variant == "pipeline" else "not measured"
         speed = " / ".join(f"{ratio[t]:.2f}×" for t in tokens) if ratio else baseline
         lines.append(f"| {LABELS.get(variant, variant)} | {cells} | {speed} |")
-    lines += ["", "Speed-ups are medians of per-repetition ratios (pipeline time ÷ variant "
-              "time, measured back to back in the same repetition)."]
+    lines += [
+        "",
+        "Speed-ups are medians of per-repetition ratios (pipeline time ÷ variant "
+        "time, measured back to back in the same repetition).",
+    ]
     agreement = lat.get("agreement")
     if agreement:
         same = all(row["fp32_agree"] for row in agreement.values())
-        lines += ["", "Same weights, same answer: the pipeline, the reference design and ours "
-                      "(fp32) put " + ("the same" if same else "**different**") + " word first "
-                      "on every benchmark text."]
+        lines += [
+            "",
+            "Same weights, same answer: the pipeline, the reference design and ours "
+            "(fp32) put " + ("the same" if same else "**different**") + " word first "
+            "on every benchmark text.",
+        ]
     graphs = lat.get("graphs_at_64_tokens")
     if graphs:
-        lines += ["", f"The graphs alone (`session.run`, {graphs['tokens']} tokens, one mask, "
-                      f"{graphs['reps']} interleaved runs): ours {graphs['ours_p50_ms']} ms, "
-                      f"full-logits export {graphs['reference_p50_ms']} ms; ours ÷ full-logits "
-                      f"{graphs['ours_over_reference']} (median of per-run ratios)."]
+        lines += [
+            "",
+            f"The graphs alone (`session.run`, {graphs['tokens']} tokens, one mask, "
+            f"{graphs['reps']} interleaved runs): ours {graphs['ours_p50_ms']} ms, "
+            f"full-logits export {graphs['reference_p50_ms']} ms; ours ÷ full-logits "
+            f"{graphs['ours_over_reference']} (median of per-run ratios).",
+        ]
     if results.get("startup"):
-        lines += ["", "| one process | cold start (process start → first answer) | "
-                      "model load | peak RSS |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "| one process | cold start (process start → first answer) | model load | peak RSS |",
+            "|---|---|---|---|",
+        ]
         for variant, row in results["startup"].items():
-            lines.append(f"| {LABELS.get(variant, variant)} | {row['cold_start_s']:.2f} s | "
-                         f"{row['load_s']:.2f} s | {row['peak_rss_mb']:.0f} MB |")
-        lines += ["", "Peak RSS after answering 16-, 64- and 128-token texts and a batch of 16 "
-                      "64-token texts; ours goes through `create_app`, as a Gunicorn worker "
-                      "does after the fork. Session creation alone: "
-                      + ", ".join(f"{k} {v:.2f} s" for k, v in
-                                  results.get("session_load_s", {}).items()) + "."]
+            lines.append(
+                f"| {LABELS.get(variant, variant)} | {row['cold_start_s']:.2f} s | "
+                f"{row['load_s']:.2f} s | {row['peak_rss_mb']:.0f} MB |"
+            )
+        lines += [
+            "",
+            "Peak RSS after answering 16-, 64- and 128-token texts and a batch of 16 "
+            "64-token texts; ours goes through `create_app`, as a Gunicorn worker "
+            "does after the fork. Session creation alone: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in results.get("session_load_s", {}).items())
+            + ".",
+        ]
     flops = results.get("flops")
     if flops:
         peak = flops["gemm_peak"]
-        lines += ["", f"Compute: onnxruntime fp32 MatMul peak measured here "
-                      f"{peak['gflops']} GFLOP/s ({peak['threads']} threads, "
-                      f"{'×'.join(str(s) for s in peak['shape'])}).", "",
-                  "| tokens | GFLOP per request (ours / reference) | ours fp32 achieved | "
-                  "fp32 lower bound at peak |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Compute: onnxruntime fp32 MatMul peak measured here "
+            f"{peak['gflops']} GFLOP/s ({peak['threads']} threads, "
+            f"{'×'.join(str(s) for s in peak['shape'])}).",
+            "",
+            "| tokens | GFLOP per request (ours / reference) | ours fp32 achieved | "
+            "fp32 lower bound at peak |",
+            "|---|---|---|---|",
+        ]
         for t, row in flops["per_request"].items():
-            lines.append(f"| {t} | {row['gflop']} / {row['gflop_reference']} | "
-                         f"{row['gflops_achieved']} GFLOP/s ({row['fraction_of_peak']:.0%}) | "
-                         f"{row['lower_bound_ms']} ms |")
+            lines.append(
+                f"| {t} | {row['gflop']} / {row['gflop_reference']} | "
+                f"{row['gflops_achieved']} GFLOP/s ({row['fraction_of_peak']:.0%}) | "
+                f"{row['lower_bound_ms']} ms |"
+            )
     http = results.get("http")
     if http:
-        lines += ["", f"HTTP through Gunicorn on loopback ({http['config']}); "
-                      f"{http['text_tokens']}-token texts, {http['seconds']} s × "
-                      f"{http['rounds']} interleaved rounds per cell:", "",
-                  "| server | clients | requests/s | p50 | p95 | worker CPU per request "
-                  "| errors |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"HTTP through Gunicorn on loopback ({http['config']}); "
+            f"{http['text_tokens']}-token texts, {http['seconds']} s × "
+            f"{http['rounds']} interleaved rounds per cell:",
+            "",
+            "| server | clients | requests/s | p50 | p95 | worker CPU per request | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, per in http["servers"].items():
             for clients, row in per.items():
-                lines.append(f"| {name} | {clients} | {row['throughput_rps']} | "
-                             f"{row['p50_ms']} ms | {row['p95_ms']} ms | "
-                             f"{row.get('cpu_ms_per_request', '?')} ms | {row['errors']} |")
-        lines += ["", "Worker CPU per request is what the workers' processes consumed (user + "
-                      "system) divided by the answers: unlike requests/s it hardly depends on "
-                      "what else the shared cores were doing."]
+                lines.append(
+                    f"| {name} | {clients} | {row['throughput_rps']} | "
+                    f"{row['p50_ms']} ms | {row['p95_ms']} ms | "
+                    f"{row.get('cpu_ms_per_request', '?')} ms | {row['errors']} |"
+                )
+        lines += [
+            "",
+            "Worker CPU per request is what the workers' processes consumed (user + "
+            "system) divided by the answers: unlike requests/s it hardly depends on "
+            "what else the shared cores were doing.",
+        ]
         rss = ", ".join(f"{k} {v} MB" for k, v in http["worker_peak_rss_mb"].items())
         lines += ["", f"Peak RSS of the busiest worker after the load: {rss}."]
     lines += ["", "| target | measured | limit | |", "|---|---|---|---|"]
@@ -141,13 +208,13 @@ def markdown(results):
 def chart(results, path):
     """Two panels: single-request latency per variant, HTTP throughput per client count."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
     http = results.get("http")
-    fig, axes = plt.subplots(1, 2 if http else 1, figsize=(12 if http else 7, 4.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, 2 if http else 1, figsize=(12 if http else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     summary = results["latency"]["summary"]
     tokens = sorted(int(t) for t in next(iter(summary.values())))
@@ -157,11 +224,18 @@ def chart(results, path):
         p95 = [per[t]["p95_ms"] for t in tokens]
         x = np.arange(len(tokens)) + i * width
         ax.bar(x, p50, width, label=LABELS.get(variant, variant))
-        ax.errorbar(x, p50, yerr=[[0] * len(p50), np.subtract(p95, p50)], fmt="none",
-                    ecolor="black", capsize=2, linewidth=0.8)
+        ax.errorbar(
+            x,
+            p50,
+            yerr=[[0] * len(p50), np.subtract(p95, p50)],
+            fmt="none",
+            ecolor="black",
+            capsize=2,
+            linewidth=0.8,
+        )
     ax.set_xticks(np.arange(len(tokens)) + width * (len(summary) - 1) / 2)
     ax.set_xticklabels([f"{t} tokens" for t in tokens])
-    ax.set_yscale("log")       # the pipeline's p95 would otherwise flatten every other bar
+    ax.set_yscale("log")  # the pipeline's p95 would otherwise flatten every other bar
     ax.set_ylabel("ms per request, log scale (bar p50, whisker p95)")
     ax.set_title("Single request, one [MASK]")
     ax.legend(fontsize=8)
@@ -177,10 +251,12 @@ def chart(results, path):
         ax.set_ylabel("requests per second")
         ax.set_title(f"Gunicorn on loopback, {http['text_tokens']}-token texts")
         ax.legend(fontsize=8)
-    weights = "RANDOMLY INITIALISED weights" if results["meta"]["random_weights"] \
-        else "real weights"
-    fig.suptitle(f"bert-base-chinese architecture, {weights} — {results['meta']['machine']}",
-                 fontsize=9)
+    weights = (
+        "RANDOMLY INITIALISED weights" if results["meta"]["random_weights"] else "real weights"
+    )
+    fig.suptitle(
+        f"bert-base-chinese architecture, {weights} — {results['meta']['machine']}", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,11 +15,12 @@ class Ours:
 
     def __init__(self, model_dir, precision, threads=1, max_length=None):
         self.name = f"ours-{precision}"
-        if max_length is None:       # the longest the model allows, so 128-token texts fit whole
+        if max_length is None:  # the longest the model allows, so 128-token texts fit whole
             manifest = open_model_dir(model_dir, precision, verify="none").manifest
             max_length = int(manifest.get("max_length", 512))
-        self.predictor = Predictor(model_dir, precision=precision, max_length=max_length,
-                                   threads=threads, verify="none")
+        self.predictor = Predictor(
+            model_dir, precision=precision, max_length=max_length, threads=threads, verify="none"
+        )
 
     def predict_mask(self, text, top_k=5):
         """Top-k (word, probability) for the first [MASK] of ``text``."""
@@ -32,16 +33,18 @@ def load_variant(name, models, threads):
     if name.startswith("ours-"):
         precision = name.split("-", 1)[1]
         if not (models.model_dir / PRECISION_FILES[precision]).is_file():
-            return None                      # e.g. exported without --int8
+            return None  # e.g. exported without --int8
         return Ours(models.model_dir, precision, threads)
     if name == "reference":
         if models.reference_onnx is None:
             return None
         from .reference import ReferenceDesign
+
         return ReferenceDesign(models.reference_onnx, models.source_dir, threads)
     if name == "pipeline":
         if models.source_dir is None:
             return None
         from .pipeline import TransformersPipeline
+
         return TransformersPipeline(models.source_dir, threads)
     raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")

@@ -10,7 +10,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from fillmask import api, openapi, page, security
+from fillmask import api, metrics, openapi, page, security
 from fillmask.batcher import MicroBatcher
 from fillmask.cache import LRUCache
 from fillmask.config import Config
@@ -34,6 +34,7 @@ def create_app(config=None):
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(openapi.bp)
+    metrics.init_app(app, config)  # before security: its timer must start before any refusal
     security.init_app(app, config)
     register_error_handlers(app)
     return app
@@ -63,11 +64,12 @@ def load_predictor(rt):
     # One run before the first request: onnxruntime allocates its buffers on the first run, so
     # the first user does not pay for it.
     predictor.log_probs([predictor.prepare("[MASK]")])
+    run = metrics.observe_runs(predictor.log_probs)
+    predictor.infer = run
     if cfg.batching:
-        predictor.infer = MicroBatcher(
-            predictor.log_probs, cfg.batch_max, cfg.batch_window_ms
-        ).submit
+        predictor.infer = MicroBatcher(run, cfg.batch_max, cfg.batch_window_ms).submit
     rt.predictor = predictor
+    metrics.MODEL_INFO.labels(predictor.name, predictor.precision).set(1)
     logger.info(
         "model %s (%s) loaded from %s, %d ORT thread(s), batching %s",
         predictor.name,

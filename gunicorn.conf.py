@@ -11,6 +11,7 @@ import sys
 # The config file is read before --chdir applies: make the project importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fillmask import metrics_setup
 from fillmask.config import Config, default_threads
 from fillmask.errors import ModelFilesError
 from fillmask.model_files import open_model_dir
@@ -68,10 +69,24 @@ def on_starting(server):
         model_dir, precision = cfg.model_dir, cfg.model_precision
         verify = "sha256" if cfg.model_verify != "none" else "none"
         files = open_model_dir(model_dir, precision, verify=verify)
+        # Before any fork: every worker must find PROMETHEUS_MULTIPROC_DIR set when it starts.
+        metrics_dir = metrics_setup.prepare_dir(cfg)
     except (ModelFilesError, ValueError) as exc:
         server.log.error("cannot start: %s", exc)
         sys.exit(1)
     server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, model_dir, verify)
+    if metrics_dir:
+        server.log.info("metrics of all workers in %s", metrics_dir)
+
+
+def child_exit(server, worker):
+    """A worker died or was replaced: its live gauges (the model info) leave /metrics."""
+    metrics_setup.mark_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory when it was a temporary one."""
+    metrics_setup.remove_dir(Config.from_env(), os.environ.get(metrics_setup.ENV))
 
 
 def post_worker_init(worker):

@@ -15,16 +15,19 @@ import queue
 import threading
 import time
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 
 class _Job:
     """One request's texts, and where its answer or its own error goes."""
 
-    __slots__ = ("items", "result", "error", "done")
+    __slots__ = ("items", "result", "error", "done", "queued")
 
     def __init__(self, items):
         self.items = items
+        self.queued = time.monotonic()
         self.result = None
         self.error = None
         self.done = threading.Event()
@@ -97,6 +100,9 @@ class MicroBatcher:
     def _loop(self):
         while True:
             jobs = self._collect()
+            started = time.monotonic()
+            for job in jobs:
+                metrics.QUEUE_SECONDS.observe(started - job.queued)
             try:
                 self._execute(jobs)
                 self._last_end = time.monotonic()

@@ -3,6 +3,8 @@
 import threading
 from collections import OrderedDict
 
+from . import metrics
+
 
 class LRUCache:
     """Least-recently-used mapping with a fixed size; size 0 stores nothing."""
@@ -22,9 +24,11 @@ class LRUCache:
             value = self._data.get(key)
             if value is None:
                 self.misses += 1
+                metrics.CACHE_MISSES.inc()
                 return None
             self._data.move_to_end(key)
             self.hits += 1
+            metrics.CACHE_HITS.inc()
             return value
 
     def put(self, key, value):

@@ -35,6 +35,8 @@ class Config:
     cors_origins: str = ""  # comma-separated origins allowed to call the API
     api_token: str = ""  # when set, the JSON API needs "Authorization: Bearer"
     strict: bool = False  # raise at start when the model cannot load
+    metrics: str = "auto"  # who may read /metrics: auto | on | token | off
+    metrics_dir: str = ""  # workers' shared metrics files; empty: a fresh temporary directory
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):

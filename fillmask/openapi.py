@@ -7,6 +7,8 @@ a field added to a response needs its line here.
 
 from flask import Blueprint, current_app, jsonify
 
+from .metrics_setup import access_mode
+
 bp = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.1.0"
@@ -252,6 +254,20 @@ def error_components():
     return out
 
 
+def metrics_path(config):
+    """``GET /metrics`` as ``METRICS`` serves it (absent when off)."""
+    mode = access_mode(config)
+    if mode == "off":
+        return {}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    responses = {"200": {"description": "Prometheus text format.", "content": text}}
+    operation = {"summary": "Prometheus metrics, summed over all workers", "operationId": "metrics"}
+    if mode == "token":
+        operation["security"] = [{"bearerAuth": []}]
+        responses.update(error_responses([401]))
+    return {"/metrics": {"get": {**operation, "responses": responses}}}
+
+
 def paths():
     """Every endpoint with its request body and every response it can give."""
     api_security = [{}, {"bearerAuth": []}]
@@ -334,7 +350,7 @@ def build_spec(config):
             "CORS is closed unless CORS_ORIGINS lists origins; a preflight "
             "(OPTIONS) from another origin gets 403 origin_not_allowed.",
         },
-        "paths": paths(),
+        "paths": {**paths(), **metrics_path(config)},
         "components": {
             "schemas": schemas(config),
             "responses": error_components(),

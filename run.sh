@@ -5,26 +5,44 @@
 #   ./run.sh ./bert-base-chinese   # export from a local save_pretrained copy (no hub access)
 #   ./run.sh --prepare             # install and export only (before enabling the service)
 #   ./run.sh --check               # say what would be done, change nothing
+#   ./run.sh --test [ARGS...]      # the tests instead (scripts/test.sh; docs/development.md)
 #
-# 1. .venv with requirements.txt (serving only: onnxruntime, tokenizers, numpy, flask, gunicorn);
-#    skipped when .venv/.requirements.sha256 matches requirements.txt.
+# 1. .venv with requirements.txt (serving only: onnxruntime, tokenizers, numpy, flask, gunicorn),
+#    exact versions from constraints.txt; skipped when .venv/.requirements.sha256 matches both.
+#    A .venv whose python no longer runs (Python upgraded) is recreated.
 # 2. When $MODEL_DIR has no manifest.json: a separate .venv-export with torch (pinned, first, from
-#    PyTorch's CPU wheel index) and requirements-export.txt, then export_onnx.py --int8. Delete
-#    .venv-export afterwards to reclaim ~1 GB; it is only needed to export again.
-# 3. exec gunicorn with gunicorn.conf.py (BIND, WORKERS, MODEL_PRECISION, ...: README).
+#    PyTorch's CPU wheel index) and requirements-export.txt, then export_onnx.py --int8 into a new
+#    directory next to $MODEL_DIR, moved into place when the export (and its parity check)
+#    succeeded. A Hugging Face folder saved AT $MODEL_DIR is the source: it is renamed
+#    $MODEL_DIR-hf and the export takes its place. Delete .venv-export afterwards to reclaim
+#    ~1 GB; it is only needed to export again.
+# 3. exec gunicorn with gunicorn.conf.py (BIND, WORKERS, MODEL_PRECISION, ...: docs/configuration.md).
 #
 # Environment: MODEL_DIR (models/bert-base-chinese), MODEL_SOURCE (hub id or local directory;
-# the first argument wins), PYTHON (python3), VENV (.venv), EXPORT_VENV (.venv-export),
-# TORCH_INDEX_URL (PyTorch's CPU index; empty: take torch from PyPI, the CUDA build).
+# the first argument wins), PYTHON (python3: creates the venvs), VENV (.venv), EXPORT_VENV
+# (.venv-export), TORCH_INDEX_URL (PyTorch's CPU index; empty: the default index, which on
+# x86-64 and aarch64 PyPI is the multi-GB CUDA build).
 set -euo pipefail
+[ "${1:-}" = --test ] && exec "$(dirname "$0")/scripts/test.sh" "${@:2}"
+
+# A source directory given relative to where the user stands, before moving to the project.
+for arg in "$@"; do
+  case "$arg" in
+    -*) ;;
+    *) [ -d "$arg" ] && MODEL_SOURCE="$(cd "$arg" && pwd)" || MODEL_SOURCE="$arg" ;;
+  esac
+done
 cd "$(dirname "$0")"
 
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 EXPORT_VENV="${EXPORT_VENV:-.venv-export}"
-export MODEL_DIR="${MODEL_DIR:-models/bert-base-chinese}"
+MODEL_DIR="${MODEL_DIR:-models/bert-base-chinese}"
+# models/x/ and models/x are one directory: without this, models/x/.export-* would land inside it.
+while [ "${MODEL_DIR%/}" != "$MODEL_DIR" ] && [ "$MODEL_DIR" != / ]; do MODEL_DIR="${MODEL_DIR%/}"; done
+export MODEL_DIR
+SOURCE_GIVEN="${MODEL_SOURCE:+1}"
 MODEL_SOURCE="${MODEL_SOURCE:-google-bert/bert-base-chinese}"
-TORCH_PIN="torch==2.13.0"
 # PyPI's torch is the CUDA build on x86-64 and on aarch64 alike (several GB of NVIDIA packages);
 # this index has the CPU-only build of the same version.
 TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
@@ -37,72 +55,86 @@ for arg in "$@"; do
     --prepare) PREPARE=1 ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     -*) echo "run.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
-    *) MODEL_SOURCE="$arg" ;;
   esac
 done
 
 say() { printf '%s\n' "$*"; }
-
-# The stamp names exactly what was installed, so an edited requirements file reinstalls.
-requirements_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
-
-venv_ready() {   # venv_ready DIR REQUIREMENTS...
-  local dir="$1"; shift
-  [ -x "$dir/bin/python" ] && "$dir/bin/python" -c '' 2>/dev/null \
-    && [ "$(cat "$dir/.requirements.sha256" 2>/dev/null)" = "$(requirements_hash "$@")" ]
-}
-
-make_venv() {    # make_venv DIR PIP_ARGS...: create DIR if needed, pip install, write the stamp
-  local dir="$1"; shift
-  if [ ! -x "$dir/bin/python" ]; then
-    "$PYTHON" -m venv "$dir" || {
-      say "run.sh: could not create $dir; on Debian / Raspberry Pi OS: sudo apt install python3-venv" >&2
-      exit 1
-    }
-  fi
-  "$dir/bin/python" -m pip install -q "$@"
-}
+die() { say "run.sh: $*" >&2; exit 1; }
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+TORCH_PIN="$(torch_pin)"
 
 serving_venv() {
-  if venv_ready "$VENV" requirements.txt; then
+  if venv_ready "$VENV" requirements.txt constraints.txt; then
     say "venv: $VENV up to date"
     return
   fi
   say "venv: install requirements.txt into $VENV"
   [ "$CHECK" = 1 ] && return
-  make_venv "$VENV" -r requirements.txt
-  requirements_hash requirements.txt >"$VENV/.requirements.sha256"
+  make_venv "$VENV"
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -r requirements.txt
+  requirements_hash requirements.txt constraints.txt >"$VENV/.requirements.sha256"
 }
+
+export_venv() {
+  if venv_ready "$EXPORT_VENV" requirements-export.txt requirements.txt constraints.txt; then
+    say "export venv: $EXPORT_VENV up to date"
+    return
+  fi
+  say "export venv: install $TORCH_PIN (${TORCH_INDEX_URL:-default index}) and requirements-export.txt into $EXPORT_VENV"
+  [ "$CHECK" = 1 ] && return
+  make_venv "$EXPORT_VENV"
+  # The pinned CPU torch first, so requirements-export.txt finds it satisfied.
+  "$EXPORT_VENV/bin/python" -m pip install -q -c constraints.txt "$TORCH_PIN" \
+      ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
+    || die "could not install $TORCH_PIN from ${TORCH_INDEX_URL:-the default index}. Export on a" \
+           "PC and copy models/ (docs/raspberry-pi.md), or set TORCH_INDEX_URL= to take the" \
+           "default index (on PyPI the CUDA build, several GB)."
+  "$EXPORT_VENV/bin/python" -m pip install -q -c constraints.txt -r requirements-export.txt
+  requirements_hash requirements-export.txt requirements.txt constraints.txt \
+    >"$EXPORT_VENV/.requirements.sha256"
+}
+
+same_dir() { [ -d "$1" ] && [ -d "$2" ] && [ "$(cd "$1" && pwd -P)" = "$(cd "$2" && pwd -P)" ]; }
 
 model() {
   if [ -f "$MODEL_DIR/manifest.json" ]; then
     say "model: $MODEL_DIR present"
     return
   fi
-  say "model: export $MODEL_SOURCE to $MODEL_DIR (torch in $EXPORT_VENV; a few minutes, 2.5 GB of memory)"
-  if venv_ready "$EXPORT_VENV" requirements-export.txt requirements.txt; then
-    say "export venv: $EXPORT_VENV up to date"
-  else
-    say "export venv: install $TORCH_PIN (${TORCH_INDEX_URL:-PyPI}) and requirements-export.txt into $EXPORT_VENV"
-    if [ "$CHECK" = 0 ]; then
-      # The pinned CPU torch first, so requirements-export.txt finds it satisfied.
-      make_venv "$EXPORT_VENV" "$TORCH_PIN" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} || {
-        say "run.sh: could not install $TORCH_PIN from ${TORCH_INDEX_URL:-PyPI}. Export on a PC and" \
-            "copy models/ (README, \"Raspberry Pi\"), or set TORCH_INDEX_URL= to take PyPI's" \
-            "CUDA build (several GB)." >&2
-        exit 1
-      }
-      "$EXPORT_VENV/bin/python" -m pip install -q -r requirements-export.txt
-      requirements_hash requirements-export.txt requirements.txt >"$EXPORT_VENV/.requirements.sha256"
-    fi
+  # A save_pretrained folder at the model directory (plain ./run.sh after saving it there).
+  if [ -z "$SOURCE_GIVEN" ] && [ -f "$MODEL_DIR/config.json" ]; then
+    MODEL_SOURCE="$MODEL_DIR"
   fi
+  local in_place=0 keep="$MODEL_DIR-hf"
+  if same_dir "$MODEL_SOURCE" "$MODEL_DIR"; then
+    in_place=1
+    [ -e "$keep" ] && die "$MODEL_DIR holds the Hugging Face files to export, and $keep (where" \
+                          "they would be moved) exists: move one of them away"
+  elif [ -n "$(ls -A "$MODEL_DIR" 2>/dev/null)" ]; then
+    die "$MODEL_DIR exists but has no manifest.json (not an export): move it away, or pass it" \
+        "as the source (./run.sh $MODEL_DIR) if it is a save_pretrained folder"
+  fi
+  say "model: export $MODEL_SOURCE to $MODEL_DIR (torch in $EXPORT_VENV; a few minutes, 2.5 GB of memory)"
+  [ "$in_place" = 1 ] && say "model: $MODEL_DIR is the Hugging Face folder itself: it becomes $keep"
+  export_venv
   [ "$CHECK" = 1 ] && return
-  # Export next to the target and move it in only when the parity check passed, so a failed or
-  # interrupted export is never mistaken for a model on the next start.
-  rm -rf "$MODEL_DIR.partial"
+  # Export next to the target and move it in only when the export and its parity check passed,
+  # so a failed or interrupted export is never mistaken for a model on the next start.
   mkdir -p "$(dirname "$MODEL_DIR")"
-  "$EXPORT_VENV/bin/python" export_onnx.py --model "$MODEL_SOURCE" --output "$MODEL_DIR.partial" --int8
-  mv "$MODEL_DIR.partial" "$MODEL_DIR"
+  PARTIAL="$(dirname "$MODEL_DIR")/.$(basename "$MODEL_DIR").export-$$"
+  rm -rf "$PARTIAL"
+  trap 'rm -rf "$PARTIAL"' EXIT
+  "$EXPORT_VENV/bin/python" export_onnx.py --model "$MODEL_SOURCE" --output "$PARTIAL" --int8
+  if [ "$in_place" = 1 ]; then
+    mv -T "$MODEL_DIR" "$keep"
+  elif [ -d "$MODEL_DIR" ]; then
+    rmdir "$MODEL_DIR"   # empty (checked above)
+  fi
+  mv -T "$PARTIAL" "$MODEL_DIR"
+  trap - EXIT
+  [ "$in_place" = 1 ] && say "model: the Hugging Face files are now in $keep (export again with ./run.sh $keep)"
+  return 0
 }
 
 serving_venv

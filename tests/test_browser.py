@@ -7,6 +7,7 @@ Set FILLMASK_SCREENSHOTS=1 to (re)write the README's screenshots in docs/screens
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,13 @@ import requests
 from live import GunicornServer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
+if not CHROMIUM.exists():
+    # One line for the whole module, saying how to get the browser.
+    pytest.skip(
+        f"browser tests: no Chromium at {CHROMIUM}: sudo apt install chromium (or CHROMIUM=/path)",
+        allow_module_level=True,
+    )
 # Flags that work as root on a machine without network access.
 CHROMIUM_ARGS = [
     "--headless",
@@ -34,13 +41,7 @@ FALLBACK_CSP = (
 IDIOM = "画蛇[MASK][MASK]，多此一举。"
 NOT_LOADING = "() => !document.getElementById('status').classList.contains('status-loading')"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.live,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.live]
 sync_api = pytest.importorskip("playwright.sync_api")
 
 

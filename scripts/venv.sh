@@ -1,0 +1,33 @@
+# Sourced by run.sh and scripts/test.sh: virtual environments stamped with what was installed.
+# Uses $PYTHON (the interpreter that creates them) and the caller's say().
+
+# The stamp names exactly what was installed, so an edited requirements file reinstalls.
+requirements_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# A venv runs when its python starts and finds its own pip: a dangling bin/python (Python
+# removed) or a venv of another Python version (site-packages of the old one) both fail here.
+venv_runs() { [ -x "$1/bin/python" ] && "$1/bin/python" -c 'import pip' 2>/dev/null; }
+
+venv_ready() {   # venv_ready DIR FILES...: runs, and its stamp matches FILES
+  local dir="$1"; shift
+  venv_runs "$dir" && [ "$(cat "$dir/.requirements.sha256" 2>/dev/null)" = "$(requirements_hash "$@")" ]
+}
+
+make_venv() {    # make_venv DIR: create DIR, or recreate it when its python no longer runs
+  local dir="$1" clear=()
+  venv_runs "$dir" && return 0
+  if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+    if [ ! -f "$dir/pyvenv.cfg" ]; then
+      say "$dir exists and is not a virtual environment: move it away, or set another path" >&2
+      exit 1
+    fi
+    say "venv: $dir/bin/python does not run (Python upgraded or removed?): recreating $dir"
+    clear=(--clear)
+  fi
+  "$PYTHON" -m venv "${clear[@]}" "$dir" && venv_runs "$dir" || {
+    say "could not create $dir with $PYTHON; on Debian / Raspberry Pi OS: sudo apt install python3-venv" >&2
+    exit 1
+  }
+}
+
+torch_pin() { grep -E '^torch==' requirements-export.txt; }

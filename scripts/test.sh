@@ -5,9 +5,10 @@
 # requirements files and constraints.txt), with torch as the CPU build and requirements-dev.txt,
 # all at the versions of constraints.txt; then:
 #   1. ruff check + ruff format --check (a finding fails the command);
-#   2. without PYTEST_ARGS: the whole suite (FILLMASK_TEST_SEED=0), then the fast tests
-#      (-m "not browser and not load") with FILLMASK_TEST_SEED=1 and 2, then the emulated
-#      Raspberry Pi check (scripts/pi-check.sh) when running as root with its tools installed;
+#   2. without PYTEST_ARGS: the whole suite (FILLMASK_TEST_SEED=0), then the fast tests with
+#      FILLMASK_TEST_SEED=1 and 2 (-m "not browser and not load and not install": run.sh's tests
+#      do not depend on the weights), then the emulated Raspberry Pi check (scripts/pi-check.sh)
+#      when running as root with its tools installed;
 #      with PYTEST_ARGS: one pytest run with them (FILLMASK_TEST_SEED as set, default 0).
 # Every step runs; the exit status is non-zero if any failed.
 #
@@ -95,7 +96,8 @@ if [ "${#PYTEST_ARGS[@]}" -gt 0 ]; then
 else
   step "pytest, the whole suite, seed 0" pytest_pass 0
   for seed in 1 2; do
-    step "pytest, fast tests, seed $seed" pytest_pass "$seed" -q -m "not browser and not load"
+    step "pytest, fast tests, seed $seed" \
+      pytest_pass "$seed" -q -m "not browser and not load and not install"
   done
   [ "${PI_CHECK:-}" = 0 ] || step "Raspberry Pi check (emulated)" pi_check
 fi

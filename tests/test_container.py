@@ -141,6 +141,10 @@ def test_hadolint_has_no_findings():
 def test_image_is_slim_python_non_root_and_runs_gunicorn_like_the_unit():
     ops = instructions()
     assert ops[0] == ("FROM", "python:3.11-slim")
+    # The serving packages at the locked versions the tests ran with.
+    assert ("RUN", "pip install --no-cache-dir -c constraints.txt -r requirements.txt") in ops
+    assert {"requirements.txt", "constraints.txt"} <= set(copied_sources())
+    assert not ignored("constraints.txt")
     user = [args for op, args in ops if op == "USER"]
     assert user and user[-1] not in ("root", "0")
     assert ("EXPOSE", "5000") in ops

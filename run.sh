@@ -20,8 +20,8 @@
 #
 # Environment: MODEL_DIR (models/bert-base-chinese), MODEL_SOURCE (hub id or local directory;
 # the first argument wins), PYTHON (python3: creates the venvs), VENV (.venv), EXPORT_VENV
-# (.venv-export), TORCH_INDEX_URL (PyTorch's CPU index; empty: the default index, which on
-# x86-64 and aarch64 PyPI is the multi-GB CUDA build).
+# (.venv-export), TORCH_INDEX_URL (default: PyTorch's CPU index when it answers within 5 s, else
+# the default index; empty: the default index, which on PyPI is the multi-GB CUDA build).
 set -euo pipefail
 [ "${1:-}" = --test ] && exec "$(dirname "$0")/scripts/test.sh" "${@:2}"
 
@@ -43,9 +43,6 @@ while [ "${MODEL_DIR%/}" != "$MODEL_DIR" ] && [ "$MODEL_DIR" != / ]; do MODEL_DI
 export MODEL_DIR
 SOURCE_GIVEN="${MODEL_SOURCE:+1}"
 MODEL_SOURCE="${MODEL_SOURCE:-google-bert/bert-base-chinese}"
-# PyPI's torch is the CUDA build on x86-64 and on aarch64 alike (several GB of NVIDIA packages);
-# this index has the CPU-only build of the same version.
-TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
 CHECK=0
 PREPARE=0
 
@@ -81,15 +78,20 @@ export_venv() {
     say "export venv: $EXPORT_VENV up to date"
     return
   fi
-  say "export venv: install $TORCH_PIN (${TORCH_INDEX_URL:-default index}) and requirements-export.txt into $EXPORT_VENV"
-  [ "$CHECK" = 1 ] && return
+  if [ "$CHECK" = 1 ]; then
+    say "export venv: install $TORCH_PIN and requirements-export.txt into $EXPORT_VENV"
+    return
+  fi
+  local index
+  index="$(torch_index)"
+  say "export venv: install $TORCH_PIN (${index:-default index}) and requirements-export.txt into $EXPORT_VENV"
   make_venv "$EXPORT_VENV"
   # The pinned CPU torch first, so requirements-export.txt finds it satisfied.
   "$EXPORT_VENV/bin/python" -m pip install -q -c constraints.txt "$TORCH_PIN" \
-      ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
-    || die "could not install $TORCH_PIN from ${TORCH_INDEX_URL:-the default index}. Export on a" \
-           "PC and copy models/ (docs/raspberry-pi.md), or set TORCH_INDEX_URL= to take the" \
-           "default index (on PyPI the CUDA build, several GB)."
+      ${index:+--index-url "$index"} \
+    || die "could not install $TORCH_PIN from ${index:-the default index}. Export on a" \
+           "PC and copy models/ (docs/raspberry-pi.md), or set TORCH_INDEX_URL to an index" \
+           "that has it."
   "$EXPORT_VENV/bin/python" -m pip install -q -c constraints.txt -r requirements-export.txt
   requirements_hash requirements-export.txt requirements.txt constraints.txt \
     >"$EXPORT_VENV/.requirements.sha256"

@@ -20,7 +20,6 @@ cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 TEST_VENV="${TEST_VENV:-.venv-test}"
-CPU_INDEX="https://download.pytorch.org/whl/cpu"
 REQUIREMENTS=(requirements.txt requirements-export.txt requirements-dev.txt constraints.txt)
 PI_TOOLS=(debootstrap qemu-aarch64-static chroot curl)
 
@@ -33,18 +32,6 @@ PYTEST_ARGS=()
 for arg in "$@"; do
   if [ "$arg" = --prepare ]; then PREPARE=1; else PYTEST_ARGS+=("$arg"); fi
 done
-
-torch_index() {   # the index to take torch from; empty: the default index
-  if [ -n "${TORCH_INDEX_URL+set}" ]; then
-    printf '%s' "$TORCH_INDEX_URL"
-  elif "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
-      "$CPU_INDEX/torch/" 2>/dev/null; then
-    printf '%s' "$CPU_INDEX"
-  else
-    say "test venv: PyTorch's CPU index did not answer; torch from the default index (on PyPI" \
-        "for x86-64 that is the CUDA build, several GB; a local CPU wheel is taken when present)" >&2
-  fi
-}
 
 test_venv() {
   if venv_ready "$TEST_VENV" "${REQUIREMENTS[@]}"; then

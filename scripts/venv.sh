@@ -31,3 +31,19 @@ make_venv() {    # make_venv DIR: create DIR, or recreate it when its python no 
 }
 
 torch_pin() { grep -E '^torch==' requirements-export.txt; }
+
+# PyPI's torch is the CUDA build on x86-64 and on aarch64 alike (several GB of NVIDIA packages);
+# PyTorch's CPU index has the CPU-only build of the same version.
+CPU_INDEX="https://download.pytorch.org/whl/cpu"
+
+torch_index() {   # the index to take torch from; empty: the default index
+  if [ -n "${TORCH_INDEX_URL+set}" ]; then
+    printf '%s' "$TORCH_INDEX_URL"
+  elif "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+      "$CPU_INDEX/torch/" 2>/dev/null; then
+    printf '%s' "$CPU_INDEX"
+  else
+    say "torch: PyTorch's CPU index did not answer; taking torch from the default index (a local" \
+        "CPU wheel when pip has one; on PyPI, the CUDA build of several GB)" >&2
+  fi
+}

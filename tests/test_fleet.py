@@ -240,15 +240,15 @@ class Clients:
             thread.join(60)
 
 
-def access_log(path):
-    """nginx's JSON lines so far (the last one may be half written)."""
+def access_log(path, request="POST /predict"):
+    """nginx's JSON lines for ``request`` so far (the last line may be half written)."""
     entries = []
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
             pass
-    return entries
+    return [e for e in entries if e["request"] == request]
 
 
 def answered_by(entry):
@@ -375,6 +375,11 @@ def _count(values):
 def record(figures):
     """Print the figures and write artefacts/fleet.json."""
     REPORT.parent.mkdir(exist_ok=True)
-    figures = {**figures, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    figures = {
+        **figures,
+        "model": "tiny random test model (tests/conftest.py)",
+        "cores": os.cpu_count(),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     REPORT.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print("\nfleet: " + json.dumps(figures, ensure_ascii=False))

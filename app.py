@@ -10,7 +10,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from fillmask import api, metrics, openapi, page, security
+from fillmask import api, metrics, openapi, page, security, v2
 from fillmask.batcher import MicroBatcher
 from fillmask.cache import LRUCache
 from fillmask.config import Config
@@ -34,6 +34,7 @@ def create_app(config=None):
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(v2.bp)
     metrics.init_app(app, config)  # before security: its timer must start before any refusal
     security.init_app(app, config)
     register_error_handlers(app)

@@ -11,7 +11,7 @@ import sys
 # The config file is read before --chdir applies: make the project importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fillmask import metrics_setup
+from fillmask import drain, metrics_setup
 from fillmask.config import Config, default_threads
 from fillmask.errors import ModelFilesError
 from fillmask.model_files import open_model_dir
@@ -92,3 +92,5 @@ def on_exit(server):
 def post_worker_init(worker):
     """Log when a worker has its session and is about to accept requests."""
     worker.log.info("worker %s ready", worker.pid)
+    # After Gunicorn installed its signal handlers: SIGTERM first turns readiness off.
+    drain.install(worker, Config.from_env().drain_seconds)

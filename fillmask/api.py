@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import choices, joint, responses, schema
+from . import choices, drain, joint, responses, schema
 from .cache import LRUCache
 from .config import Config
 from .errors import FillMaskError, ModelNotReady
@@ -145,10 +145,10 @@ def fill_mask():
 
 @bp.get("/health")
 def health():
-    """Liveness and readiness: 200 once the model is loaded, 503 before or on failure."""
+    """Readiness: 200 once the model is loaded, 503 before, on failure, or while draining."""
     rt = runtime()
-    if rt.predictor is None:
-        status = "error" if rt.error else "loading"
+    if rt.predictor is None or drain.draining():
+        status = "draining" if drain.draining() else "error" if rt.error else "loading"
         return jsonify({"status": status, "pid": os.getpid()}), 503
     p = rt.predictor
     return jsonify(

@@ -37,6 +37,7 @@ class Config:
     strict: bool = False  # raise at start when the model cannot load
     metrics: str = "auto"  # who may read /metrics: auto | on | token | off
     metrics_dir: str = ""  # workers' shared metrics files; empty: a fresh temporary directory
+    drain_seconds: float = 0.0  # after SIGTERM: keep serving, but not ready, for this long
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):

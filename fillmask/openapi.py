@@ -7,6 +7,7 @@ a field added to a response needs its line here.
 
 from flask import Blueprint, current_app, jsonify
 
+from . import openapi_v2
 from .metrics_setup import access_mode
 
 bp = Blueprint("openapi", __name__)
@@ -225,7 +226,7 @@ def schemas(config):
             }
         ),
         "HealthNotReady": obj(
-            {"status": {"enum": ["loading", "error"]}, "pid": {"type": "integer"}}
+            {"status": {"enum": ["loading", "error", "draining"]}, "pid": {"type": "integer"}}
         ),
         "Error": obj(
             {
@@ -310,7 +311,8 @@ def paths():
                 "responses": {
                     "200": json_body(ref("HealthOk"), "The model is loaded."),
                     "503": json_body(
-                        ref("HealthNotReady"), "The model is loading or failed to load."
+                        ref("HealthNotReady"),
+                        "The model is loading or failed to load, or the worker is draining.",
                     ),
                 },
             }
@@ -350,9 +352,9 @@ def build_spec(config):
             "CORS is closed unless CORS_ORIGINS lists origins; a preflight "
             "(OPTIONS) from another origin gets 403 origin_not_allowed.",
         },
-        "paths": {**paths(), **metrics_path(config)},
+        "paths": {**paths(), **metrics_path(config), **openapi_v2.paths()},
         "components": {
-            "schemas": schemas(config),
+            "schemas": {**schemas(config), **openapi_v2.schemas(config)},
             "responses": error_components(),
             "securitySchemes": {
                 "bearerAuth": {

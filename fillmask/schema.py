@@ -99,7 +99,16 @@ def parse_hf(body, config):
         texts, batch = _texts(inputs, config.max_texts, field="inputs"), True
     else:
         texts, batch = (_text(inputs, "inputs"),), False
-    params = body.get("parameters")
+    return with_parameters(texts, batch, body.get("parameters"), config)
+
+
+def texts_field(value, config, field):
+    """Validate a list of texts (1 to ``MAX_TEXTS``) named ``field`` in error messages."""
+    return _texts(value, config.max_texts, field=field)
+
+
+def with_parameters(texts, batch, params, config):
+    """A ``FillRequest`` for validated ``texts`` with ``top_k`` and ``targets`` from ``params``."""
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise FillMaskError("parameters must be an object", code="invalid_type")

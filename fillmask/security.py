@@ -25,7 +25,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 # Endpoints (blueprint.function) that need the bearer token when API_TOKEN is set.
-PROTECTED_ENDPOINTS = frozenset({"api.predict", "api.fill_mask"})
+PROTECTED_ENDPOINTS = frozenset({"api.predict", "api.fill_mask", "v2.infer"})
 PREFLIGHT_MAX_AGE = "600"
 
 

@@ -1,0 +1,316 @@
+"""The Open Inference Protocol (KServe v2 REST): a real tritonclient against a live Gunicorn,
+answers checked against PyTorch on the same weights and against the protocol's JSON schema."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import requests
+from conftest import make_config
+from jsonschema import Draft202012Validator
+from live import GunicornServer
+
+MODEL = "tiny-random-bert"
+
+# The protocol's published schema, copied from kserve/open-inference-protocol,
+# specification/protocol/open_inference_rest.yaml (components/schemas), which writes out
+# specification/protocol/inference_rest.md ("$inference_request", "$inference_response",
+# "$metadata_model_response", "$metadata_server_response", "$inference_error_response").
+PROTOCOL = {
+    "$defs": {
+        "parameters": {"type": "object"},
+        "tensor_data": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"$ref": "#/$defs/tensor_data"},
+                    {"type": "number"},
+                    {"type": "string"},
+                    {"type": "boolean"},
+                ]
+            },
+        },
+        "tensor": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer"}},
+                "datatype": {"type": "string"},
+                "parameters": {"$ref": "#/$defs/parameters"},
+                "data": {"$ref": "#/$defs/tensor_data"},
+            },
+            "required": ["name", "shape", "datatype", "data"],
+        },
+        "metadata_tensor": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer"}},
+            },
+            "required": ["name", "datatype", "shape"],
+        },
+        "inference_request": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"$ref": "#/$defs/parameters"},
+                "inputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "parameters": {"$ref": "#/$defs/parameters"},
+                        },
+                        "required": ["name"],
+                    },
+                },
+            },
+            "required": ["inputs"],
+        },
+        "inference_response": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"$ref": "#/$defs/parameters"},
+                "outputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
+            },
+            "required": ["model_name", "outputs"],
+        },
+        "metadata_server_response": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["name", "version", "extensions"],
+        },
+        "metadata_model_response": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": {"$ref": "#/$defs/metadata_tensor"}},
+                "outputs": {"type": "array", "items": {"$ref": "#/$defs/metadata_tensor"}},
+            },
+            "required": ["name", "platform"],
+        },
+        "error_response": {
+            "type": "object",
+            "properties": {"error": {"type": "string"}},
+            "required": ["error"],
+        },
+    }
+}
+
+
+def conforms(instance, definition):
+    """Assert ``instance`` matches the protocol's ``definition``; return it."""
+    schema = {**PROTOCOL, "$ref": f"#/$defs/{definition}"}
+    Draft202012Validator(schema).validate(instance)
+    return instance
+
+
+def request_body(texts, **parameters):
+    body = {
+        "id": "req-1",
+        "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}],
+    }
+    if parameters:
+        body["parameters"] = parameters
+    return conforms(body, "inference_request")
+
+
+def reference(model, tokenizer, text, top_k, target_words=None):
+    """Per mask, the top-k (token id, probability) by PyTorch over the offerable vocabulary."""
+    import torch
+
+    words = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = re.compile(r"\[[^\]]*\]|##.*|<S>|<T>|\s*")  # [CLS], [unused3], ##子, blanks
+    allowed = np.array([not special.fullmatch(w) for w in words])
+    if target_words:
+        allowed = np.isin(words, target_words)
+    ids = tokenizer(text.replace("［MASK］", "[MASK]"))["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+    probs = torch.softmax(logits, dim=-1).numpy()
+    out = []
+    for pos in [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]:
+        row = np.where(allowed, probs[pos], -1.0)
+        best = np.argsort(-row, kind="stable")[:top_k]
+        out.append([(int(i), float(probs[pos][i])) for i in best if allowed[i]])
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    with GunicornServer(tiny_model_dir, WORKERS=2, THREADS=2) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def triton(server):
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+
+
+def infer(triton, texts, parameters=None, outputs=("candidates", "token_ids", "scores")):
+    import tritonclient.http as httpclient
+
+    tensor = httpclient.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object), binary_data=False)
+    wanted = [httpclient.InferRequestedOutput(name, binary_data=False) for name in outputs]
+    return triton.infer(MODEL, [tensor], outputs=wanted, parameters=parameters, request_id="r7")
+
+
+@pytest.mark.live
+def test_health_and_metadata_through_tritonclient(server, triton):
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert triton.is_model_ready(MODEL)
+    assert triton.get_server_metadata()["name"] == "fillmask"
+    meta = triton.get_model_metadata(MODEL)
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
+        ("candidates", "BYTES"),
+        ("token_ids", "INT64"),
+        ("scores", "FP32"),
+    ]
+    conforms(requests.get(server.url + "/v2", timeout=10).json(), "metadata_server_response")
+    r = requests.get(server.url + f"/v2/models/{MODEL}", timeout=10)
+    conforms(r.json(), "metadata_model_response")
+    assert requests.get(server.url + "/v2/health/live", timeout=10).json() == {"live": True}
+
+
+@pytest.mark.live
+def test_infer_equals_pytorch(server, triton, tiny_torch, tiny_tokenizer):
+    texts = ["今天天气真[MASK]啊", "[MASK]前明月光，疑是地上［MASK］。"]
+    result = infer(triton, texts, {"top_k": 3})
+    response = conforms(result.get_response(), "inference_response")
+    assert response["model_name"] == MODEL and response["id"] == "r7"
+    ids, scores = result.as_numpy("token_ids"), result.as_numpy("scores")
+    assert ids.shape == scores.shape == (2, 2, 3)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32
+    candidates = [json.loads(item) for item in result.as_numpy("candidates")]
+    for t, text in enumerate(texts):
+        want = reference(tiny_torch, tiny_tokenizer, text, 3)
+        for m, mask in enumerate(want):
+            assert ids[t, m].tolist() == [i for i, _ in mask]
+            np.testing.assert_allclose(scores[t, m], [p for _, p in mask], rtol=1e-4)
+            words = tiny_tokenizer.convert_ids_to_tokens([i for i, _ in mask])
+            assert [c["word"] for c in candidates[t][m]] == words
+            assert [c["token_id"] for c in candidates[t][m]] == ids[t, m].tolist()
+    # The first text has one mask: its second row is padding.
+    assert ids[0, 1].tolist() == [-1, -1, -1] and scores[0, 1].tolist() == [0, 0, 0]
+    assert len(candidates[0]) == 1
+    assert candidates[0][0][0]["sequence"] == "今天天气真" + candidates[0][0][0]["word"] + "啊"
+
+
+@pytest.mark.live
+def test_targets_parameter(server, triton, tiny_torch, tiny_tokenizer):
+    text = "今天天气真[MASK]啊"
+    result = infer(triton, [text], {"top_k": 5, "targets": "好 花"}, outputs=["token_ids"])
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["token_ids"]
+    want = reference(tiny_torch, tiny_tokenizer, text, 5, target_words=["好", "花"])
+    assert result.as_numpy("token_ids")[0, 0].tolist() == [i for i, _ in want[0]]
+
+
+@pytest.mark.live
+def test_same_answer_as_predict(server):
+    texts = ["春眠不觉[MASK]，处处闻啼鸟。", "[MASK][MASK]是一个成语。"]
+    v2 = requests.post(
+        server.url + f"/v2/models/{MODEL}/infer", json=request_body(texts, top_k=4), timeout=30
+    ).json()
+    predict = requests.post(
+        server.url + "/predict", json={"texts": texts, "top_k": 4}, timeout=30
+    ).json()
+    candidates = [json.loads(item) for item in v2["outputs"][0]["data"]]
+    for got, result in zip(candidates, predict["results"], strict=True):
+        assert got == [mask["candidates"] for mask in result["masks"]]
+
+
+@pytest.mark.live
+def test_binary_tensors_are_refused_clearly(triton):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    tensor = httpclient.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array(["好[MASK]"], dtype=object))  # binary by default
+    with pytest.raises(InferenceServerException, match="binary_data=False") as info:
+        triton.infer(MODEL, [tensor])
+    assert info.value.status() == "400"
+
+
+def one_input(**changes):
+    tensor = {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["好[MASK]"], **changes}
+    return {"inputs": [tensor]}
+
+
+@pytest.mark.parametrize(
+    "path, body, status, words",
+    [
+        (f"/v2/models/{MODEL}/infer", one_input(data=["没有掩码"]), 400, "[MASK]"),
+        (f"/v2/models/{MODEL}/infer", one_input(datatype="INT64"), 400, "BYTES"),
+        (f"/v2/models/{MODEL}/infer", one_input(name="input0"), 400, '"text"'),
+        (f"/v2/models/{MODEL}/infer", one_input(shape=[2]), 400, "shape"),
+        (f"/v2/models/{MODEL}/infer", one_input(data=[5]), 400, "string"),
+        (
+            f"/v2/models/{MODEL}/infer",
+            one_input(shape=[33], data=["好[MASK]"] * 33),
+            400,
+            "at most",
+        ),
+        (f"/v2/models/{MODEL}/infer", {**one_input(), "parameters": {"top_k": 0}}, 400, "top_k"),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {**one_input(), "parameters": {"targets": ["好"]}},
+            400,
+            "separated by spaces",
+        ),
+        (f"/v2/models/{MODEL}/infer", {**one_input(), "id": 7}, 400, "id"),
+        (f"/v2/models/{MODEL}/infer", {**one_input(), "outputs": [{"name": "x"}]}, 400, "outputs"),
+        (f"/v2/models/{MODEL}/infer", {"inputs": []}, 400, "one tensor"),
+        ("/v2/models/bert-large/infer", one_input(), 404, "bert-large"),
+    ],
+)
+def test_errors(client, path, body, status, words):
+    r = client.post(path, json=body)
+    assert r.status_code == status
+    assert words in conforms(r.get_json(), "error_response")["error"]
+    assert set(r.get_json()) == {"error"}
+
+
+def test_unknown_model_metadata_and_ready_are_404(client):
+    for path in (f"/v2/models/x{MODEL}", f"/v2/models/x{MODEL}/ready"):
+        r = client.get(path)
+        assert r.status_code == 404 and conforms(r.get_json(), "error_response")
+
+
+def test_not_loaded_is_503(tmp_path):
+    from app import create_app
+
+    c = create_app(make_config(tmp_path / "missing", strict=False)).test_client()
+    assert c.get("/v2/health/live").status_code == 200
+    assert c.get("/v2/health/ready").status_code == 503
+    assert c.get(f"/v2/models/{MODEL}/ready").get_json() == {"name": MODEL, "ready": False}
+    r = c.post(f"/v2/models/{MODEL}/infer", json=one_input())
+    assert r.status_code == 503 and conforms(r.get_json(), "error_response")
+
+
+def test_infer_needs_the_api_token(tiny_model_dir):
+    from app import create_app
+
+    c = create_app(make_config(tiny_model_dir, api_token="t0k")).test_client()
+    assert c.post(f"/v2/models/{MODEL}/infer", json=one_input()).status_code == 401
+    ok = c.post(
+        f"/v2/models/{MODEL}/infer", json=one_input(), headers={"Authorization": "Bearer t0k"}
+    )
+    assert ok.status_code == 200
+    assert c.get("/v2/health/ready").status_code == 200  # probes need no token

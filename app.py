@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from fillmask import api, metrics, openapi, page, security, v2
 from fillmask.batcher import MicroBatcher
 from fillmask.cache import LRUCache
-from fillmask.config import Config
+from fillmask.config import Config, ConfigError, check_vocabulary
 from fillmask.errors import FillMaskError, ModelFilesError
 
 logger = logging.getLogger("fillmask")
@@ -29,7 +29,9 @@ def create_app(config=None):
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.ensure_ascii = False  # real Chinese characters in responses, not \uXXXX
     app.json.sort_keys = False  # keep the documented field order
-    app.extensions["fillmask"] = api.Runtime(config=config, cache=LRUCache(config.cache_size))
+    app.extensions["fillmask"] = api.Runtime(
+        config=config, cache=LRUCache(config.cache_size, config.cache_bytes)
+    )
     load_predictor(app.extensions["fillmask"])
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
@@ -56,7 +58,8 @@ def load_predictor(rt):
             max_masks=cfg.max_masks,
             verify=cfg.model_verify,
         )
-    except (ModelFilesError, FillMaskError) as exc:
+        check_vocabulary(cfg, int((~predictor.excluded).sum()))
+    except (ModelFilesError, FillMaskError, ConfigError) as exc:
         rt.error = str(exc)
         logger.error("model not loaded: %s", exc)
         if cfg.strict:

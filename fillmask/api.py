@@ -7,10 +7,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import choices, drain, joint, responses, schema
+from . import choices, drain, joint, limits, responses, schema
 from .cache import LRUCache
 from .config import Config
 from .errors import FillMaskError, ModelNotReady
@@ -45,6 +46,11 @@ class Runtime:
             )
         return self.predictor
 
+    @cached_property
+    def token_bytes(self):
+        """The loaded vocabulary's longest offerable token, in JSON bytes (answer size bound)."""
+        return limits.token_bytes(self.ready().words, self.ready().excluded)
+
 
 def runtime():
     """This app's ``Runtime`` (set by ``create_app``)."""
@@ -56,47 +62,50 @@ def read_json():
     return schema.parse_json(request.get_data(cache=False), request.content_type)
 
 
-def fill(rt, req, fields):
-    """Candidates for a request, from the LRU cache when the same request was just answered."""
+def answer(rt, req, fields):
+    """``(per_text, extras)`` for a request: every check first, then the model (or the cache).
+
+    Every protocol's view calls this, so each gets the same limits. Nothing runs the model
+    before every text is tokenised, every target and candidate looked up and the answer's size
+    and the whole-word cost are known to fit.
+    """
     predictor = rt.ready()
-    key = (req.texts, req.top_k, req.targets)
+    limits.check_answer_size(req, rt.config, rt.token_bytes)
+    whole = req.joint or bool(req.candidates)
+    key = ("per-mask", req.texts, req.top_k, req.targets)
+    words_key = ("whole-word", req.texts, req.top_k, req.joint, req.candidates)
     per_text = rt.cache.get(key)
-    if per_text is None:
-        per_text = predictor.predict(
-            list(req.texts), req.top_k, list(req.targets) or None, fields=fields
-        )
-        rt.cache.put(key, per_text)
-    return per_text
-
-
-def whole_words(rt, req, fields):
-    """Joint ``blanks`` and/or ranked ``choices`` per text, or None when neither was asked."""
-    if not req.joint and not req.candidates:
-        return None
-    predictor = rt.ready()
-    key = ("whole-word", req.texts, req.top_k, req.joint, req.candidates)
-    extras = rt.cache.get(key)
+    extras = rt.cache.get(words_key) if whole else [(None, None)] * len(req.texts)
+    if per_text is not None and extras is not None:
+        return per_text, extras
+    prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields, strict=True)]
+    target_ids = predictor.target_ids(req.targets) if req.targets else None
     if extras is None:
-        prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields, strict=True)]
-        check_cost(prepared, req)
-        chunk = rt.config.batch_max
-        ranked = (
-            choices.score(predictor, prepared, req.candidates, fields, chunk=chunk)
-            if req.candidates
-            else [None] * len(prepared)
-        )
-        blanks = (
-            joint.decode(predictor, prepared, req.top_k, chunk=chunk)
-            if req.joint
-            else [None] * len(prepared)
-        )
-        extras = list(zip(blanks, ranked, strict=True))
-        rt.cache.put(key, extras)
-    return extras
+        check_whole_words(predictor, prepared, req, fields)
+        extras = whole_words(rt, prepared, req, fields)
+        rt.cache.put(words_key, extras)
+    if per_text is None:
+        # At most BATCH_MAX texts per run, whatever the request holds: bounds activation memory.
+        rows = predictor.infer_chunked(prepared, rt.config.batch_max)
+        per_text = [
+            predictor.candidates(p, r, req.top_k, target_ids)
+            for p, r in zip(prepared, rows, strict=True)
+        ]
+        rt.cache.put(key, per_text)
+    return per_text, extras
 
 
-def check_cost(prepared, req):
-    """Refuse a request whose joint decoding and candidates would need too many model rows."""
+def fill(rt, req, fields):
+    """Per-mask candidates only (protocols without whole words): ``answer``'s first part."""
+    return answer(rt, req, fields)[0]
+
+
+def check_whole_words(predictor, prepared, req, fields):
+    """Refuse bad candidates, a text without its one blank, or too many model rows."""
+    if req.candidates:
+        choices.candidate_ids(predictor, req.candidates)
+        for item, name in zip(prepared, fields, strict=True):
+            choices.blank_span(item, name)
     rows = choices.rows_needed(len(prepared), req.candidates) + (
         joint.rows_needed(prepared) if req.joint else 0
     )
@@ -106,6 +115,22 @@ def check_cost(prepared, req):
             f"{MAX_WHOLE_WORD_ROWS} per request: send fewer texts or shorter candidate lists",
             code="batch_too_large",
         )
+
+
+def whole_words(rt, prepared, req, fields):
+    """Joint ``blanks`` and/or ranked ``choices`` per text (None where not asked)."""
+    predictor, chunk = rt.predictor, rt.config.batch_max
+    ranked = (
+        choices.score(predictor, prepared, req.candidates, fields, chunk=chunk)
+        if req.candidates
+        else [None] * len(prepared)
+    )
+    blanks = (
+        joint.decode(predictor, prepared, req.top_k, chunk=chunk)
+        if req.joint
+        else [None] * len(prepared)
+    )
+    return list(zip(blanks, ranked, strict=True))
 
 
 def field_names(req, name):
@@ -121,10 +146,7 @@ def predict():
     rt = runtime()
     started = time.perf_counter()
     req = schema.parse_predict(read_json(), rt.config)
-    fields = field_names(req, "texts" if req.batch else "text")
-    # Whole words first: a bad candidate or blank is refused before any model run.
-    extras = whole_words(rt, req, fields)
-    per_text = fill(rt, req, fields)
+    per_text, extras = answer(rt, req, field_names(req, "texts" if req.batch else "text"))
     predictor = rt.predictor
     meta = {
         "model": predictor.name,
@@ -139,7 +161,7 @@ def fill_mask():
     """The Hugging Face Inference API fill-mask contract."""
     rt = runtime()
     req = schema.parse_hf(read_json(), rt.config)
-    per_text = fill(rt, req, field_names(req, "inputs"))
+    per_text, _ = answer(rt, req, field_names(req, "inputs"))
     return jsonify(responses.hf_body(req, per_text))
 
 

@@ -1,42 +1,83 @@
-"""A small thread-safe LRU cache for recent identical requests (the page re-asks while typing)."""
+"""A small thread-safe LRU cache for recent identical requests (the page re-asks while typing).
 
+Bounded twice: in entries (``CACHE_SIZE``) and in estimated bytes (``CACHE_BYTES``), since one
+entry can be a few bytes or, for a batch of long texts with top_k 50, megabytes.
+"""
+
+import dataclasses
+import sys
 import threading
 from collections import OrderedDict
 
 from . import metrics
 
 
-class LRUCache:
-    """Least-recently-used mapping with a fixed size; size 0 stores nothing."""
+def estimate_bytes(value):
+    """Approximate memory of ``value``: containers, dataclasses, strings and numbers, walked.
 
-    def __init__(self, size=256):
+    Shared objects (a vocabulary word in many candidates) count once per reference: an
+    overestimate, which is the safe side for a bound.
+    """
+    size = sys.getsizeof(value)
+    if isinstance(value, str | bytes | int | float | bool) or value is None:
+        return size
+    if isinstance(value, dict):
+        return size + sum(estimate_bytes(k) + estimate_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return size + sum(estimate_bytes(item) for item in value)
+    if dataclasses.is_dataclass(value):
+        return size + sum(estimate_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return size
+
+
+class LRUCache:
+    """Least-recently-used mapping bounded in entries and in bytes; 0 for either stores nothing."""
+
+    def __init__(self, size=256, max_bytes=16 << 20, sizer=estimate_bytes):
         self.size = max(0, int(size))
-        self._data = OrderedDict()
+        self.max_bytes = max(0, int(max_bytes))
+        self.sizer = sizer
+        self.bytes = 0  # estimated size of everything stored
+        self._data = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
+    def __len__(self):
+        return len(self._data)
+
     def get(self, key):
         """The cached value or None; a hit becomes the most recent entry."""
-        if not self.size:
+        if not self.size or not self.max_bytes:
             return None
         with self._lock:
-            value = self._data.get(key)
-            if value is None:
+            entry = self._data.get(key)
+            if entry is None:
                 self.misses += 1
                 metrics.CACHE_MISSES.inc()
                 return None
             self._data.move_to_end(key)
             self.hits += 1
             metrics.CACHE_HITS.inc()
-            return value
+            return entry[0]
 
     def put(self, key, value):
-        """Store ``value``, evicting the least recently used entry when full."""
-        if not self.size:
+        """Store ``value``, evicting least recently used entries until both bounds hold.
+
+        An entry larger than the whole byte bound is not stored (it would evict everything
+        and still not fit).
+        """
+        if not self.size or not self.max_bytes:
             return
+        cost = self.sizer(key) + self.sizer(value)
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            if cost > self.max_bytes:
+                return
+            self._data[key] = (value, cost)
+            self.bytes += cost
+            while len(self._data) > self.size or self.bytes > self.max_bytes:
+                _, (_, freed) = self._data.popitem(last=False)
+                self.bytes -= freed

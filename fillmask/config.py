@@ -8,6 +8,10 @@ import os
 from dataclasses import dataclass, field, fields, replace
 
 
+class ConfigError(ValueError):
+    """A setting out of its accepted range; the message names the variable and the range."""
+
+
 def default_threads(environ=os.environ):
     """ORT intra-op threads per worker: cores ÷ workers, at least 1."""
     workers = max(1, _int(environ.get("WORKERS"), 2))
@@ -27,7 +31,13 @@ class Config:
     max_top_k: int = 50
     max_targets: int = 100
     max_body_bytes: int = 1 << 20  # 1 MiB; larger bodies get 413
+    # 512: a paragraph, and as many characters as BERT's 512 positions can ever see at once.
+    max_text_chars: int = 512
+    # Refuse, before any model run, a request whose answer could exceed this many bytes
+    # (fillmask/limits.py): what one request can cost a worker in memory.
+    max_response_bytes: int = 2_000_000
     cache_size: int = 256  # LRU of recent identical requests; 0 turns it off
+    cache_bytes: int = 16 << 20  # 16 MiB: the cache's estimated size bound per worker
     batching: bool = True  # micro-batch concurrent requests in one worker
     batch_max: int = 16  # texts per micro-batch
     batch_window_ms: float = 5.0  # busy worker: wait for the last batch's clients
@@ -38,6 +48,12 @@ class Config:
     metrics: str = "auto"  # who may read /metrics: auto | on | token | off
     metrics_dir: str = ""  # workers' shared metrics files; empty: a fresh temporary directory
     drain_seconds: float = 0.0  # after SIGTERM: keep serving, but not ready, for this long
+
+    def __post_init__(self):
+        for name, (check, accepted) in RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) != (accepted == "true or false") or not check(value):
+                raise ConfigError(f"{name.upper()}={value!r} is out of range: {accepted}")
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):
@@ -55,6 +71,58 @@ class Config:
     @property
     def allowed_origins(self):
         return {o.strip() for o in self.cors_origins.split(",") if o.strip()}
+
+
+def _at_least(low):
+    return lambda v: isinstance(v, int) and v >= low, f"an integer >= {low}"
+
+
+def _one_of(*names):
+    return lambda v: v in names, "one of " + ", ".join(names)
+
+
+_IS_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_IS_STR = (lambda v: isinstance(v, str), "a string")
+# Every setting's accepted values, checked when a Config is built (so at start): a bad value
+# stops the start with one line naming the variable instead of failing on a later request.
+# MAX_TOP_K is checked against the vocabulary once the model is loaded (``check_vocabulary``).
+RANGES = {
+    "model_dir": (lambda v: isinstance(v, str) and v.strip() != "", "a directory path"),
+    "model_precision": _one_of("fp32", "int8"),
+    "max_length": (
+        lambda v: isinstance(v, int) and 3 <= v <= 512,
+        "an integer from 3 to 512 (BERT's positions)",
+    ),
+    "ort_threads": _at_least(1),
+    "max_masks": _at_least(1),
+    "max_texts": _at_least(1),
+    "max_top_k": _at_least(1),
+    "max_targets": _at_least(1),
+    "max_body_bytes": _at_least(1024),
+    "max_text_chars": _at_least(len("[MASK]")),
+    "max_response_bytes": _at_least(10_000),
+    "cache_size": _at_least(0),
+    "cache_bytes": _at_least(0),
+    "batching": _IS_BOOL,
+    "batch_max": _at_least(1),
+    "batch_window_ms": (
+        lambda v: isinstance(v, int | float) and 0 <= v <= 1000,
+        "a number of milliseconds from 0 to 1000",
+    ),
+    "model_verify": _one_of("none", "size", "sha256"),
+    "cors_origins": _IS_STR,
+    "api_token": _IS_STR,
+    "strict": _IS_BOOL,
+}
+
+
+def check_vocabulary(config, offerable):
+    """Refuse a MAX_TOP_K larger than the model's offerable tokens (known once it is loaded)."""
+    if config.max_top_k > offerable:
+        raise ConfigError(
+            f"MAX_TOP_K={config.max_top_k} is out of range: at most {offerable}, the tokens "
+            "this model can offer"
+        )
 
 
 def _int(raw, default):
@@ -80,4 +148,4 @@ def _convert(raw, kind, name):
             return float(raw)
         return raw
     except ValueError:
-        raise ValueError(f"{name.upper()}={raw!r} is not a valid {kind}") from None
+        raise ConfigError(f"{name.upper()}={raw!r} is not a valid {kind}") from None

@@ -116,21 +116,30 @@ def _prune(states, beam):
 
 
 def _words(predictor, search, states, top_k):
-    """Complete states → up to ``top_k`` distinct ``Word``s, best first."""
-    ranked = _prune(states, len(states))
-    words = []
-    for log_p, fills in ranked[:top_k]:
+    """Complete states → up to ``top_k`` distinct words, best first.
+
+    Distinct by the word's string, not its token ids: "1" + "20" and "12" + "0" both write
+    "120", and a word is offered once, at the score of its likeliest spelling.
+    """
+    words, seen = [], set()
+    for log_p, fills in sorted(states, key=lambda s: -s[0]):
         ids = tuple(fills[m] for m in search.masks)
         pieces = [predictor.words[t] for t in ids]
+        word = "".join(pieces)
+        if word in seen:
+            continue
+        seen.add(word)
         fillers = [None] * search.item.num_masks
         for m, piece in zip(search.masks, pieces, strict=True):
             fillers[m] = piece
         words.append(
             Word(
-                word="".join(pieces),
+                word=word,
                 token_ids=ids,
                 score=float(np.exp(log_p)),
                 sequence=search.item.fill(fillers),
             )
         )
+        if len(words) == top_k:
+            break
     return tuple(words)

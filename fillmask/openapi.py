@@ -24,6 +24,8 @@ ERROR_CODES = {
         "empty_text",
         "empty_batch",
         "batch_too_large",
+        "text_too_long",
+        "response_too_large",
         "conflicting_fields",
         "no_mask",
         "too_many_masks",
@@ -94,6 +96,7 @@ def schemas(config):
     text = {
         "type": "string",
         "minLength": 1,
+        "maxLength": config.max_text_chars,
         "pattern": MASK_PATTERN,
         "description": "A sentence with one or more masks: [MASK], [mask] or ［MASK］.",
     }

@@ -65,13 +65,50 @@ def parse_predict(body, config):
             'missing field text: send {"text": "...[MASK]..."} or {"texts": [...]}',
             code="missing_text",
         )
-    if has_text:
-        texts, batch = (_text(body["text"], "text"),), False
-    else:
-        texts, batch = _texts(body["texts"], config.max_texts), True
-    top_k = _top_k(body.get("top_k", 5), config)
-    targets = _targets(body.get("targets"), config)
-    candidates = _candidates(body.get("candidates"))
+    return fill_request(
+        config,
+        body["texts"] if has_texts else body["text"],
+        field="texts" if has_texts else "text",
+        batch=has_texts,
+        top_k=body.get("top_k", 5),
+        targets=body.get("targets"),
+        joint=body.get("joint", False),
+        candidates=body.get("candidates"),
+    )
+
+
+def parse_hf(body, config):
+    """Validate a ``POST /fill-mask`` body (Hugging Face Inference API shape)."""
+    if "inputs" not in body:
+        raise FillMaskError(
+            'missing field inputs: send {"inputs": "...[MASK]..."}', code="missing_text"
+        )
+    params = body.get("parameters")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise FillMaskError("parameters must be an object", code="invalid_type")
+    inputs = body["inputs"]
+    return fill_request(
+        config,
+        inputs,
+        field="inputs",
+        batch=isinstance(inputs, list),
+        top_k=params.get("top_k", 5),
+        targets=params.get("targets"),
+    )
+
+
+def fill_request(
+    config, texts, *, field, batch, top_k=5, targets=None, joint=False, candidates=None
+):
+    """Every field checked against ``config``'s limits: where each protocol's parser ends.
+
+    ``texts`` is one string (``batch`` false) or a list of them; ``field`` names it in errors.
+    """
+    texts = _texts(texts, config, field) if batch else (_text(texts, field, config),)
+    top_k = _top_k(top_k, config)
+    targets = _targets(targets, config)
+    candidates = _candidates(candidates)
     if targets and candidates:
         raise FillMaskError(
             "give either targets (single tokens scored per mask) or candidates "
@@ -83,28 +120,14 @@ def parse_predict(body, config):
         batch=batch,
         top_k=top_k,
         targets=targets,
-        joint=_joint(body.get("joint", False)),
+        joint=_joint(joint),
         candidates=candidates,
     )
 
 
-def parse_hf(body, config):
-    """Validate a ``POST /fill-mask`` body (Hugging Face Inference API shape)."""
-    if "inputs" not in body:
-        raise FillMaskError(
-            'missing field inputs: send {"inputs": "...[MASK]..."}', code="missing_text"
-        )
-    inputs = body["inputs"]
-    if isinstance(inputs, list):
-        texts, batch = _texts(inputs, config.max_texts, field="inputs"), True
-    else:
-        texts, batch = (_text(inputs, "inputs"),), False
-    return with_parameters(texts, batch, body.get("parameters"), config)
-
-
 def texts_field(value, config, field):
-    """Validate a list of texts (1 to ``MAX_TEXTS``) named ``field`` in error messages."""
-    return _texts(value, config.max_texts, field=field)
+    """Validate a list of texts (1 to ``MAX_TEXTS``, each at most ``MAX_TEXT_CHARS``)."""
+    return _texts(value, config, field)
 
 
 def with_parameters(texts, batch, params, config):
@@ -112,11 +135,13 @@ def with_parameters(texts, batch, params, config):
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise FillMaskError("parameters must be an object", code="invalid_type")
-    return FillRequest(
-        texts=texts,
+    return fill_request(
+        config,
+        list(texts) if batch else texts[0],
+        field="inputs",
         batch=batch,
-        top_k=_top_k(params.get("top_k", 5), config),
-        targets=_targets(params.get("targets"), config),
+        top_k=params.get("top_k", 5),
+        targets=params.get("targets"),
     )
 
 
@@ -138,7 +163,7 @@ def _where(exc):
     return f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else "parse error"
 
 
-def _text(value, field):
+def _text(value, field, config):
     if value is None:
         raise FillMaskError(
             f"{field} must not be null; send a string containing [MASK]", code="missing_text"
@@ -147,6 +172,14 @@ def _text(value, field):
         raise FillMaskError(
             f"{field} must be a string containing [MASK], not {_kind(value)}", code="invalid_type"
         )
+    # Before anything else reads the text: tokenising, and every candidate's ``sequence``, cost
+    # in proportion to its length.
+    if len(value) > config.max_text_chars:
+        raise FillMaskError(
+            f"{field} has {len(value)} characters; at most {config.max_text_chars} "
+            "(MAX_TEXT_CHARS) per text: send the sentence around the mask, not the whole document",
+            code="text_too_long",
+        )
     if not value.strip():
         raise FillMaskError(
             f"{field} must not be empty; write a sentence containing [MASK]", code="empty_text"
@@ -154,18 +187,19 @@ def _text(value, field):
     return value
 
 
-def _texts(value, limit, field="texts"):
+def _texts(value, config, field="texts"):
     if not isinstance(value, list):
         raise FillMaskError(
             f"{field} must be a list of strings, not {_kind(value)}", code="invalid_type"
         )
     if not value:
         raise FillMaskError(f"{field} must hold at least one string", code="empty_batch")
+    limit = config.max_texts
     if len(value) > limit:
         raise FillMaskError(
             f"{field} holds {len(value)} texts; at most {limit} per request", code="batch_too_large"
         )
-    return tuple(_text(item, f"{field}[{i}]") for i, item in enumerate(value))
+    return tuple(_text(item, f"{field}[{i}]", config) for i, item in enumerate(value))
 
 
 def _top_k(value, config):

@@ -1,0 +1,79 @@
+"""What one request may cost: an upper bound of its answer's size, checked before any model run.
+
+A /predict answer repeats its text in every record's ``sequence``: per text with ``m`` masks
+(m ≤ MAX_MASKS), ``k`` = top_k (or fewer targets), ``J`` = the text's bytes as JSON (≤ 6 per
+character: a control character is written ``\\u00XX``), ``T`` = a vocabulary token's bytes as JSON:
+
+    per mask:    (m + 1) × k records of ≤ R + J + 2T  ("result" repeats mask 0's k records)
+    joint:       Σ over blanks of k words of ≤ R + J + 2·len(blank)·T
+    candidates:  Σ over words of R + J + 2·bytes(word)
+
+R is a record's keys and numbers. At the per-field limits together (32 texts of 512 characters,
+16 masks, top_k 50) that is 32 × 850 records × ~3.3 KB ≈ 90 MB: no sizing of the per-field
+limits keeps that under 2 MB and still allows a paragraph, top_k 50, 16 masks and 32 texts. So
+each field keeps its limit and the product is bounded here: a request whose bound exceeds
+MAX_RESPONSE_BYTES (2 MB) is refused with 400 ``response_too_large`` saying what to lower.
+The bound is of the /predict shape, the largest; /fill-mask's answer is smaller.
+"""
+
+import json
+
+from .errors import FillMaskError
+from .text import find_masks
+
+RECORD_BYTES = 128  # keys, score (up to 23 characters), probability, token_id, separators
+TEXT_BYTES = 128  # per text: "result", "masks", "blanks", "choices" keys and brackets
+MASK_BYTES = 48  # per mask or blank: {"index": i, "candidates": [...]} / "masks": [...]
+BODY_BYTES = 512  # success, model name, precision, elapsed_ms
+
+
+def json_bytes(value):
+    """Bytes of ``value`` in the service's JSON (real characters, not \\u escapes)."""
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def token_bytes(words, excluded):
+    """The longest offerable token of a vocabulary, in JSON bytes (T above)."""
+    return max(
+        (json_bytes(w) for w, skip in zip(words, excluded, strict=True) if not skip), default=2
+    )
+
+
+def blank_sizes(spans):
+    """Lengths of the runs of directly adjacent masks (joint decoding's blanks)."""
+    sizes = []
+    for index, (start, _) in enumerate(spans):
+        if sizes and spans[index - 1][1] == start:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    return sizes
+
+
+def answer_bytes(req, max_masks, token):
+    """Upper bound of the /predict answer's bytes for ``req`` (a ``schema.FillRequest``)."""
+    k = min(req.top_k, len(req.targets)) if req.targets else req.top_k
+    total = BODY_BYTES
+    for text in req.texts:
+        spans = find_masks(text)[:max_masks]  # more masks are refused before any model run
+        record = RECORD_BYTES + json_bytes(text)
+        total += TEXT_BYTES + len(spans) * MASK_BYTES
+        total += (len(spans) + 1) * k * (record + 2 * token) if spans else 0
+        if req.joint:
+            total += sum(
+                MASK_BYTES + req.top_k * (record + 2 * n * token) for n in blank_sizes(spans)
+            )
+        total += sum(record + 2 * json_bytes(word) for word in req.candidates)
+    return total
+
+
+def check_answer_size(req, config, token):
+    """Refuse, before any model run, a request whose answer could exceed MAX_RESPONSE_BYTES."""
+    size = answer_bytes(req, config.max_masks, token)
+    if size > config.max_response_bytes:
+        raise FillMaskError(
+            f"this request's answer could reach {size} bytes; at most "
+            f"{config.max_response_bytes} (MAX_RESPONSE_BYTES): lower top_k, send fewer or "
+            "shorter texts, or fewer masks per text",
+            code="response_too_large",
+        )

@@ -78,19 +78,17 @@ def answer(rt, req, fields):
     extras = rt.cache.get(words_key) if whole else [(None, None)] * len(req.texts)
     if per_text is not None and extras is not None:
         return per_text, extras
-    prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields, strict=True)]
-    target_ids = predictor.target_ids(req.targets) if req.targets else None
+    if req.targets:
+        predictor.target_ids(req.targets)  # a bad target is refused before whole words run
     if extras is None:
+        prepared = [predictor.prepare(t, f) for t, f in zip(req.texts, fields, strict=True)]
         check_whole_words(predictor, prepared, req, fields)
         extras = whole_words(rt, prepared, req, fields)
         rt.cache.put(words_key, extras)
     if per_text is None:
-        # At most BATCH_MAX texts per run, whatever the request holds: bounds activation memory.
-        rows = predictor.infer_chunked(prepared, rt.config.batch_max)
-        per_text = [
-            predictor.candidates(p, r, req.top_k, target_ids)
-            for p, r in zip(prepared, rows, strict=True)
-        ]
+        per_text = predictor.predict(
+            list(req.texts), req.top_k, list(req.targets) or None, fields=fields
+        )
         rt.cache.put(key, per_text)
     return per_text, extras
 

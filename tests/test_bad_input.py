@@ -95,6 +95,14 @@ CASES = [
     predict("text_whitespace", 400, "empty_text", "must not be empty", {"text": " \t\n\u3000"}),
     predict("texts_empty", 400, "empty_batch", "at least one", {"texts": []}),
     predict("texts_too_many", 400, "batch_too_large", "at most 32", {"texts": [GOOD] * 33}),
+    predict("text_too_long", 400, "text_too_long", "at most 512", {"text": "好" * 507 + "[MASK]"}),
+    predict(
+        "answer_too_large",
+        400,
+        "response_too_large",
+        "MAX_RESPONSE_BYTES",
+        {"texts": ["好" * 400 + "[MASK]" * 16] * 2, "top_k": 50},
+    ),
     predict(
         "text_and_texts", 400, "conflicting_fields", "not both", {"text": GOOD, "texts": [GOOD]}
     ),

@@ -232,15 +232,36 @@ def test_fuzz_raw_bytes(client, checker, data, content_type, path):
         pytest.param("😀" * 100_000 + "[MASK]", id="emoji"),
     ],
 )
-def test_100k_character_texts(client, checker, text):
+def test_100k_character_texts(client, checker, long_client, text):
+    # Refused by default (MAX_TEXT_CHARS), before tokenising.
     r = post(client, "/predict", json.dumps({"text": text}, ensure_ascii=False).encode("utf-8"))
     body = checker.check(r, "/predict")
-    if r.status_code == 200:
-        words = [c["word"] for c in body["result"]]
-        assert all(len(c["sequence"]) == len(text) - 6 + len(c["word"]) for c in body["result"])
-        assert words
-    else:
-        assert body["code"] == "masks_too_far_apart"
+    assert r.status_code == 400 and body["code"] == "text_too_long"
+    # Allowed by an operator who raised the limits: one window around the masks, and every
+    # sequence is the whole text with the mask filled.
+    r = post(long_client, "/predict", json.dumps({"text": text}, ensure_ascii=False).encode())
+    body = r.get_json()
+    if text.count("[MASK]") == 2:
+        assert r.status_code == 400 and body["code"] == "masks_too_far_apart"
+        return
+    assert r.status_code == 200, body
+    assert body["result"]
+    assert all(len(c["sequence"]) == len(text) - 6 + len(c["word"]) for c in body["result"])
+
+
+@pytest.fixture(scope="module")
+def long_client(tiny_model_dir):
+    """An app whose text and answer limits let 100 000-character texts through."""
+    from app import create_app
+    from conftest import make_config
+
+    config = make_config(
+        tiny_model_dir,
+        max_text_chars=200_000,
+        max_response_bytes=100_000_000,
+        max_body_bytes=1 << 22,
+    )
+    return create_app(config).test_client()
 
 
 @pytest.mark.parametrize("depth", [10, 500, 5_000, 100_000])

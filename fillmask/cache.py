@@ -5,29 +5,50 @@ entry can be a few bytes or, for a batch of long texts with top_k 50, megabytes.
 """
 
 import dataclasses
+import functools
 import sys
 import threading
 from collections import OrderedDict
 
 from . import metrics
 
+SCALARS = (str, bytes, int, float, bool, type(None))
+
 
 def estimate_bytes(value):
     """Approximate memory of ``value``: containers, dataclasses, strings and numbers, walked.
 
     Shared objects (a vocabulary word in many candidates) count once per reference: an
-    overestimate, which is the safe side for a bound.
+    overestimate, which is the safe side for a bound. Iterative and dispatched on the exact
+    type: it runs on every stored answer, up to tens of thousands of candidates.
     """
-    size = sys.getsizeof(value)
-    if isinstance(value, str | bytes | int | float | bool) or value is None:
-        return size
-    if isinstance(value, dict):
-        return size + sum(estimate_bytes(k) + estimate_bytes(v) for k, v in value.items())
-    if isinstance(value, list | tuple | set | frozenset):
-        return size + sum(estimate_bytes(item) for item in value)
-    if dataclasses.is_dataclass(value):
-        return size + sum(estimate_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
-    return size
+    total, stack, sizeof = 0, [value], sys.getsizeof
+    while stack:
+        item = stack.pop()
+        total += sizeof(item)
+        kind = type(item)
+        if kind in SCALARS:
+            continue
+        if kind is list or kind is tuple or kind is set or kind is frozenset:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif dataclasses.is_dataclass(item):
+            if hasattr(item, "__dict__"):
+                total += sizeof(item.__dict__)
+            for name in _field_names(kind):
+                field = getattr(item, name)
+                if type(field) in SCALARS:  # most fields: no round trip through the stack
+                    total += sizeof(field)
+                else:
+                    stack.append(field)
+    return total
+
+
+@functools.cache
+def _field_names(kind):
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 class LRUCache:

@@ -113,6 +113,15 @@ RANGES = {
     "cors_origins": _IS_STR,
     "api_token": _IS_STR,
     "strict": _IS_BOOL,
+    "metrics": (
+        lambda v: isinstance(v, str) and v.strip().lower() in ("auto", "on", "token", "off"),
+        "one of auto, on, token, off",
+    ),
+    "metrics_dir": _IS_STR,
+    "drain_seconds": (
+        lambda v: isinstance(v, int | float) and 0 <= v <= 3600,
+        "a number of seconds from 0 to 3600",
+    ),
 }
 
 

@@ -252,8 +252,9 @@ def test_100k_character_texts(client, checker, long_client, text):
 @pytest.fixture(scope="module")
 def long_client(tiny_model_dir):
     """An app whose text and answer limits let 100 000-character texts through."""
-    from app import create_app
     from conftest import make_config
+
+    from app import create_app
 
     config = make_config(
         tiny_model_dir,

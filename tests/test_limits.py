@@ -346,6 +346,8 @@ def test_joint_offers_each_word_once_whatever_its_tokens():
         ("BATCHING", "maybe"),
         ("MODEL_PRECISION", "fp16"),
         ("MODEL_VERIFY", "md5"),
+        ("METRICS", "public"),
+        ("DRAIN_SECONDS", "-5"),
     ],
 )
 def test_bad_setting_stops_the_start_naming_it(name, value):

@@ -17,6 +17,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -140,13 +141,16 @@ def test_memory_request_covers_bench_peak_for_every_worker():
     assert workers * peak_mb < request < limit
 
 
-def test_probe_paths_answer_on_the_app(app, client):
-    routes = {rule.rule for rule in app.url_map.iter_rules()}
-    if "/v2/health/ready" not in routes:
-        pytest.skip("the v2 health endpoints have not landed yet (issue 14, section 2)")
+def test_probe_paths_answer_on_the_app_even_with_an_api_token(client, tiny_model_dir):
+    """Probes send no token: with API_TOKEN set they must still get 200, not 401."""
+    from app import create_app
+
+    locked = create_app(make_config(tiny_model_dir, api_token="s3cret")).test_client()
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         path = container()[probe]["httpGet"]["path"]
         assert client.get(path).status_code == 200, path
+        assert locked.get(path).status_code == 200, path
+    assert locked.post("/predict", json={"text": "[MASK]"}).status_code == 401
 
 
 # -- KServe -----------------------------------------------------------------------------------

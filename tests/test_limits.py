@@ -426,3 +426,20 @@ def test_gunicorn_refuses_a_bad_setting_with_one_line(tiny_model_dir):
     assert done.returncode != 0
     lines = [line for line in (done.stdout + done.stderr).splitlines() if "MAX_TEXT_CHARS" in line]
     assert len(lines) == 1 and "MAX_TEXT_CHARS=3" in lines[0], done.stderr
+
+
+def test_v2_infer_has_the_same_limits(app, client, monkeypatch):
+    """The Open Inference Protocol parses into the same request: same text and answer limits."""
+    url = f"/v2/models/{app.extensions['fillmask'].predictor.name}/infer"
+    runs = []
+    monkeypatch.setattr(app.extensions["fillmask"].predictor, "infer", lambda w: runs.append(w))
+
+    def infer(texts, **parameters):
+        tensor = {"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}
+        return client.post(url, json={"inputs": [tensor], "parameters": parameters})
+
+    r = infer(["好" * 507 + "[MASK]"])
+    assert r.status_code == 400 and "MAX_TEXT_CHARS" in r.get_json()["error"]
+    r = infer(["好" * 400 + "[MASK]" * 16] * 2, top_k=50)
+    assert r.status_code == 400 and "MAX_RESPONSE_BYTES" in r.get_json()["error"]
+    assert runs == []

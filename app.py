@@ -60,10 +60,10 @@ def load_predictor(rt):
         )
         check_vocabulary(cfg, int((~predictor.excluded).sum()))
     except (ModelFilesError, FillMaskError, ConfigError) as exc:
-        rt.error = str(exc)
-        logger.error("model not loaded: %s", exc)
         if cfg.strict:
             raise
+        rt.error = str(exc)
+        logger.error("model not loaded: %s", exc)
         return
     # One run before the first request: onnxruntime allocates its buffers on the first run, so
     # the first user does not pay for it.
@@ -120,6 +120,14 @@ def __getattr__(name):
     """``app`` for ``gunicorn app:app``, built on first access (in the worker, after fork)."""
     if name == "app":
         logging.basicConfig(level=logging.INFO)
-        globals()["app"] = create_app(Config.from_env(strict=True))
+        try:
+            globals()["app"] = create_app(Config.from_env(strict=True))
+        except ConfigError as exc:
+            # A setting the loaded model cannot honour (MAX_TOP_K over its vocabulary): one
+            # line, and the exit status on which Gunicorn's master stops instead of re-forking.
+            from gunicorn.arbiter import Arbiter
+
+            logger.error("cannot start: %s", exc)
+            raise SystemExit(Arbiter.WORKER_BOOT_ERROR) from None
         return globals()["app"]
     raise AttributeError(name)

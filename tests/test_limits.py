@@ -443,3 +443,27 @@ def test_v2_infer_has_the_same_limits(app, client, monkeypatch):
     r = infer(["好" * 400 + "[MASK]" * 16] * 2, top_k=50)
     assert r.status_code == 400 and "MAX_RESPONSE_BYTES" in r.get_json()["error"]
     assert runs == []
+
+
+def test_gunicorn_refuses_max_top_k_over_the_vocabulary_with_one_line(tiny_model_dir):
+    import subprocess
+    import sys
+
+    from live import ROOT, free_port
+
+    too_many = offerable_tokens(tiny_model_dir) + 1
+    env = dict(os.environ, MODEL_DIR=str(tiny_model_dir), MAX_TOP_K=str(too_many), WORKERS="1")
+    env["BIND"] = f"127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if "MAX_TOP_K" in line]
+    assert len(lines) == 1 and f"MAX_TOP_K={too_many}" in lines[0], output

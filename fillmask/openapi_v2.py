@@ -1,11 +1,11 @@
 """The Open Inference Protocol endpoints (fillmask/v2.py) in the OpenAPI document.
 
-Request schemas say exactly what ``v2.parse_infer`` accepts, so a body they refuse is refused
+Request schemas say exactly what ``v2_bodies.parse_infer`` accepts, so a body they refuse is refused
 by the server too (tests/test_fuzz.py checks both ways). Error bodies carry ``error``; those
 made outside the blueprint (401, 413, 415, 500) add the service's usual ``success`` and ``code``.
 """
 
-from .v2 import OUTPUTS
+from .v2_bodies import OUTPUTS
 
 JSON = "application/json"
 STRING = {"type": "string"}

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,12 @@ def test_prometheus_counts_every_request_over_both_workers(tiny_model_dir, tmp_p
     metrics_dir = tmp_path / "metrics"
     n = 40
     with GunicornServer(
-        tiny_model_dir, WORKERS=2, THREADS=2, METRICS="on", METRICS_DIR=metrics_dir
+        tiny_model_dir,
+        WORKERS=2,
+        THREADS=2,
+        REUSE_PORT=1,
+        METRICS="on",
+        METRICS_DIR=metrics_dir,
     ) as server:
         port = free_port()
         prom_url = f"http://127.0.0.1:{port}"
@@ -187,11 +193,16 @@ def test_prometheus_counts_every_request_over_both_workers(tiny_model_dir, tmp_p
             stderr=subprocess.STDOUT,
         )
         try:
-            # Each request on its own connection: the kernel spreads them over both workers.
+            # Each request on its own connection (SO_REUSEPORT: each worker has its own socket),
+            # four at a time: the kernel spreads them over both workers.
             texts = ["今天天气真[MASK]啊", "床前明月[MASK]", "春眠不觉[MASK]", "处处闻啼[MASK]"]
-            for i in range(n):
-                r = requests.post(server.url + "/predict", json={"text": texts[i % 4]}, timeout=30)
-                assert r.status_code == 200
+
+            def ask(i):
+                body = {"text": texts[i % 4]}
+                return requests.post(server.url + "/predict", json=body, timeout=30).status_code
+
+            with ThreadPoolExecutor(4) as pool:
+                assert list(pool.map(ask, range(n))) == [200] * n
             expected = {
                 'sum(fillmask_requests_total{endpoint="/predict",status="200"})': n,
                 'sum(fillmask_request_duration_seconds_count{endpoint="/predict"})': n,

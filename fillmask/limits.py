@@ -17,10 +17,12 @@ The bound is of the /predict shape, the largest; /fill-mask's answer is smaller.
 """
 
 import json
+import re
 
 from .errors import FillMaskError
 from .text import find_masks
 
+ESCAPED = re.compile(r'[\x00-\x1f"\\]')  # what JSON writes as an escape sequence
 RECORD_BYTES = 128  # keys, score (up to 23 characters), probability, token_id, separators
 TEXT_BYTES = 128  # per text: "result", "masks", "blanks", "choices" keys and brackets
 MASK_BYTES = 48  # per mask or blank: {"index": i, "candidates": [...]} / "masks": [...]
@@ -34,9 +36,12 @@ def json_bytes(value):
 
 def token_bytes(words, excluded):
     """The longest offerable token of a vocabulary, in JSON bytes (T above)."""
-    return max(
-        (json_bytes(w) for w, skip in zip(words, excluded, strict=True) if not skip), default=2
-    )
+    offered = [w for w, skip in zip(words, excluded, strict=True) if not skip]
+    # UTF-8 length plus quotes, except for the few tokens JSON escapes: one json.dumps per
+    # token of a 21 128-entry vocabulary took half a second.
+    plain = max((len(w.encode("utf-8", "surrogatepass")) + 2 for w in offered), default=2)
+    escaped = max((json_bytes(w) for w in offered if ESCAPED.search(w)), default=2)
+    return max(plain, escaped)
 
 
 def blank_sizes(spans):

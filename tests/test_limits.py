@@ -467,3 +467,16 @@ def test_gunicorn_refuses_max_top_k_over_the_vocabulary_with_one_line(tiny_model
     assert "Traceback" not in output
     lines = [line for line in output.splitlines() if "MAX_TOP_K" in line]
     assert len(lines) == 1 and f"MAX_TOP_K={too_many}" in lines[0], output
+
+
+@pytest.mark.parametrize(
+    "words", [["好", "ab", "\\\\\\"], ["好", '"\x01"'], ["好好好", "abcdefg"], ["[MASK]" * 9, "a"]]
+)
+def test_token_bytes_is_the_longest_offerable_token_as_json(words):
+    excluded = [w.startswith("[") for w in words]
+    expected = max(
+        len(json.dumps(w, ensure_ascii=False).encode())
+        for w, skip in zip(words, excluded, strict=True)
+        if not skip
+    )
+    assert limits.token_bytes(words, excluded) == expected

@@ -3,13 +3,14 @@
 import os
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import make_config
+from conftest import ROOT, make_config
 from live import GunicornServer, free_port
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
@@ -134,6 +135,37 @@ def test_master_empties_the_directory(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     monkeypatch.delenv(ENV)
     assert prepare_dir(Config(metrics="off")) is None and ENV not in os.environ
+
+
+def test_a_dead_worker_leaves_the_model_info(tmp_path, monkeypatch):
+    """child_exit's mark_dead drops a dead worker's livemax gauge; its counters stay."""
+    from fillmask.metrics_setup import ENV, mark_dead
+
+    worker = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from fillmask import metrics; "
+            "metrics.MODEL_INFO.labels('m', 'fp32').set(1); metrics.CACHE_HITS.inc(); "
+            "print(os.getpid())",
+        ],
+        cwd=ROOT,
+        env={**os.environ, ENV: str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    def collected():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+        return {s.name: s.value for family in registry.collect() for s in family.samples}
+
+    assert collected()["fillmask_model_info"] == 1
+    monkeypatch.setenv(ENV, str(tmp_path))
+    mark_dead(int(worker.stdout))
+    assert "fillmask_model_info" not in collected()
+    assert collected()["fillmask_cache_hits_total"] == 1
 
 
 def per_worker_predicts(metrics_dir, pid, scratch):

@@ -5,7 +5,9 @@ Every setting can be overridden from the environment (README, "Configuration"). 
 session (sessions are not fork-safe) before it accepts its first request.
 """
 
+import errno
 import os
+import socket
 import sys
 
 # The config file is read before --chdir applies: make the project importable from anywhere.
@@ -19,17 +21,21 @@ from fillmask.model_files import open_model_dir
 # -- Server socket -----------------------------------------------------------------------------
 bind = os.environ.get("BIND", "0.0.0.0:5000")
 backlog = int(os.environ.get("BACKLOG", "64"))
-# SO_REUSEPORT: each worker listens on its own socket and the kernel spreads connections over
-# them. On one shared socket a single worker took 98% of 32 keep-alive clients' work
-# (tests/test_load.py), leaving the other's cores idle.
-reuse_port = os.environ.get("REUSE_PORT", "1").lower() not in ("0", "false", "off")
+# Off by default: with SO_REUSEPORT a second copy of the server (a second ./run.sh, or a manual
+# run beside the systemd unit) binds the same port without an error and silently takes part of
+# the traffic. On (REUSE_PORT=1) each worker listens on its own socket and the kernel spreads
+# connections over them; on one shared socket a single worker took 98% of 32 keep-alive
+# clients' work (tests/test_load.py), leaving the other's cores idle. Either way the start is
+# refused while anything else holds the address (``on_starting``).
+reuse_port = os.environ.get("REUSE_PORT", "0").lower() in ("1", "true", "yes", "on")
 
 # -- Workers -----------------------------------------------------------------------------------
 # gthread: a few threads per worker let concurrent requests meet in the micro-batcher, and idle
-# keep-alive or slow connections do not hold a worker.
+# keep-alive connections do not hold a thread. Slow clients are nginx's job: the documented
+# deployment (deploy/nginx-fillmask.conf) buffers whole requests before they reach Gunicorn, as
+# Gunicorn's documentation advises; REQUEST_TIMEOUT bounds the app's own work (a JSON 504).
 workers = int(os.environ.get("WORKERS", "2"))
-# gthread plus a deadline: a slow client (slowloris) holds a thread for at most `timeout` s.
-worker_class = "fillmask.gunicorn_worker.DeadlineThreadWorker"
+worker_class = "gthread"
 # 8: at 16 clients batches of up to 8 cost 20 ms CPU per request against 26 ms with 4 threads
 # (and 32 ms unbatched), measured by bench.py on a 2-core PC.
 threads = int(os.environ.get("THREADS", "8"))
@@ -38,7 +44,8 @@ preload_app = False
 os.environ.setdefault("ORT_THREADS", str(default_threads(os.environ)))
 
 # -- Timeouts ----------------------------------------------------------------------------------
-# A silent worker is restarted; a request still unanswered after this long is cut.
+# A worker whose main loop is silent this long is restarted. A request's own limit is the app's
+# REQUEST_TIMEOUT (smaller), and a hung model run is HUNG_RUN_SECONDS (fillmask/watchdog.py).
 timeout = int(os.environ.get("TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish
 keepalive = int(os.environ.get("KEEPALIVE", "5"))
@@ -63,9 +70,15 @@ def on_starting(server):
     workers failing to boot. The full sha256 check runs here, once; workers compare sizes.
     """
     try:
+        check_address_free(server)
         # The workers' Config, read here too: one set of defaults, and a bad value (say
         # MAX_LENGTH=lots) stops the server with one line instead of failing every worker boot.
         cfg = Config.from_env()
+        if not 0 < cfg.request_timeout < server.cfg.timeout:
+            raise ValueError(
+                f"REQUEST_TIMEOUT={cfg.request_timeout:g} must be above 0 and below "
+                f"TIMEOUT={server.cfg.timeout}"
+            )
         model_dir, precision = cfg.model_dir, cfg.model_precision
         verify = "sha256" if cfg.model_verify != "none" else "none"
         files = open_model_dir(model_dir, precision, verify=verify)
@@ -87,6 +100,46 @@ def child_exit(server, worker):
 def on_exit(server):
     """Remove the metrics directory when it was a temporary one."""
     metrics_setup.remove_dir(Config.from_env(), os.environ.get(metrics_setup.ENV))
+
+
+def check_address_free(server):
+    """Refuse to start while anything holds a listening address (a one-line ValueError).
+
+    Gunicorn itself retries a taken address five times, a line each, before it gives up, and
+    with ``reuse_port`` its master binds nothing, so each worker fails and is forked again for
+    ever. A trial bind here, released before Gunicorn binds, fails at once instead. The trial
+    socket has SO_REUSEADDR as Gunicorn's has, and never SO_REUSEPORT, so any other listener on
+    the port counts, a second copy of this server included. Skipped when the sockets are handed
+    over: systemd socket activation (LISTEN_FDS) or Gunicorn's own re-exec (GUNICORN_PID).
+    """
+    if "LISTEN_FDS" in os.environ or "GUNICORN_PID" in os.environ:
+        return
+    for address in server.cfg.address:
+        if isinstance(address, tuple):
+            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    raise in_use(address, exc) from None
+        elif isinstance(address, str) and os.path.exists(address):
+            # Gunicorn deletes a stale socket file; make sure nobody is serving on it first.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                if probe.connect_ex(address) == 0:
+                    raise in_use(address, OSError(errno.EADDRINUSE, "a server answers there"))
+
+
+def in_use(address, exc):
+    """The one-line error for an address the server cannot listen on."""
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+    return ValueError(
+        f"cannot listen on {address}: {reason} (another copy of this server, or another "
+        "program; stop it or choose another BIND)"
+    )
 
 
 def post_worker_init(worker):

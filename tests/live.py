@@ -23,7 +23,8 @@ def free_port():
 class GunicornServer:
     """``with GunicornServer(model_dir, WORKERS="2") as server: server.url``"""
 
-    def __init__(self, model_dir, startup_timeout=60, **env):
+    def __init__(self, model_dir, startup_timeout=60, config=None, **env):
+        self.config = config or ROOT / "gunicorn.conf.py"  # another -c file, for tests
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(
@@ -48,7 +49,7 @@ class GunicornServer:
         )
         self.log_path = self.log.name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:app"],
+            [sys.executable, "-m", "gunicorn", "-c", str(self.config), "app:app"],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,

@@ -6,15 +6,20 @@ onnxruntime session and is ready before it accepts its first request.
 """
 
 import logging
+import os
+import signal
+import threading
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from fillmask import api, metrics, openapi, page, security, v2
+from fillmask import api, deadline, metrics, openapi, page, security, v2
 from fillmask.batcher import MicroBatcher
 from fillmask.cache import LRUCache
 from fillmask.config import Config, ConfigError, check_vocabulary
 from fillmask.errors import FillMaskError, ModelFilesError
+from fillmask.runner import UnbatchedRunner
+from fillmask.watchdog import RunWatch
 
 logger = logging.getLogger("fillmask")
 
@@ -39,8 +44,21 @@ def create_app(config=None):
     app.register_blueprint(v2.bp)
     metrics.init_app(app, config)  # before security: its timer must start before any refusal
     security.init_app(app, config)
+    register_deadline(app, config)
     register_error_handlers(app)
     return app
+
+
+def register_deadline(app, config):
+    """Give every request ``REQUEST_TIMEOUT`` seconds (``fillmask.deadline``): then a JSON 504."""
+
+    @app.before_request
+    def start_clock():
+        deadline.start(config.request_timeout)
+
+    @app.teardown_request
+    def stop_clock(_exc):
+        deadline.clear()
 
 
 def load_predictor(rt):
@@ -68,10 +86,15 @@ def load_predictor(rt):
     # One run before the first request: onnxruntime allocates its buffers on the first run, so
     # the first user does not pay for it.
     predictor.log_probs([predictor.prepare("[MASK]")])
-    run = metrics.observe_runs(predictor.log_probs)
-    predictor.infer = run
-    if cfg.batching:
-        predictor.infer = MicroBatcher(run, cfg.batch_max, cfg.batch_window_ms).submit
+    run = RunWatch(cfg.hung_run_seconds, stop_hung_worker(rt)).track(
+        metrics.observe_runs(predictor.log_probs)
+    )
+    # Either way a request waits for its rows at most until its deadline (JSON 504).
+    predictor.infer = (
+        MicroBatcher(run, cfg.batch_max, cfg.batch_window_ms, timeout=cfg.request_timeout)
+        if cfg.batching
+        else UnbatchedRunner(run, timeout=cfg.request_timeout)
+    ).submit
     rt.predictor = predictor
     metrics.MODEL_INFO.labels(predictor.name, predictor.precision).set(1)
     logger.info(
@@ -82,6 +105,22 @@ def load_predictor(rt):
         cfg.ort_threads,
         "on" if cfg.batching else "off",
     )
+
+
+def stop_hung_worker(rt):
+    """What to do when a model run hangs: answer 503 from now on, and replace this worker."""
+
+    def stop(_age):
+        rt.error = "a model run hung; this worker is being replaced"
+        # Gunicorn's worker stops gracefully on SIGTERM and its master starts a new one. Requests
+        # waiting for the hung run get their 504 within REQUEST_TIMEOUT meanwhile.
+        os.kill(os.getpid(), signal.SIGTERM)
+        # A thread stuck inside session.run would keep the process from ever exiting.
+        threading.Event().wait(rt.config.request_timeout + 5)
+        logger.error("the worker did not stop after a hung model run; exiting now")
+        os._exit(1)
+
+    return stop
 
 
 def register_error_handlers(app):
@@ -122,9 +161,10 @@ def __getattr__(name):
         logging.basicConfig(level=logging.INFO)
         try:
             globals()["app"] = create_app(Config.from_env(strict=True))
-        except ConfigError as exc:
-            # A setting the loaded model cannot honour (MAX_TOP_K over its vocabulary): one
-            # line, and the exit status on which Gunicorn's master stops instead of re-forking.
+        except (ConfigError, ModelFilesError, FillMaskError) as exc:
+            # A model that cannot load, or a setting it cannot honour (MAX_TOP_K over its
+            # vocabulary): one line, and the exit status on which Gunicorn's master stops
+            # instead of forking worker after failing worker.
             from gunicorn.arbiter import Arbiter
 
             logger.error("cannot start: %s", exc)

@@ -5,15 +5,20 @@
 
 Steps: load (hub id or local save_pretrained dir) → PyTorch reference on the parity sentences →
 ONNX export (masked rows only) → onnxruntime BERT fusions → optional dynamic int8 → tokenizer
-files + manifest.json → parity check (fails loudly if fp32 differs from PyTorch).
+files + manifest.json → parity check (fails loudly if fp32 differs from PyTorch). Everything is
+written to a temporary directory next to ``--output`` and moved into place only when parity
+passed: a failed or interrupted export never leaves a model the service would load.
 Needs requirements-export.txt (torch, transformers, onnx); the service itself does not.
 """
 
 import argparse
 import json
+import os
 import platform
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,13 +89,11 @@ def write_manifest(out, manifest):
     )
 
 
-def build(args):
-    """Run every step; return the manifest (raises ExportError / SystemExit on failure)."""
+def build(args, out):
+    """Run every step, writing into ``out``; return the manifest (raises ExportError)."""
     from fillmask.predictor import Predictor
 
     started = time.perf_counter()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     steps = export.Timer(7 if args.int8 else 6)
 
     model, tokenizer = steps.run(f"load {args.model}", export.load_source, args.model)
@@ -189,22 +192,28 @@ def build(args):
             out / PRECISION_FILES["int8"],
         )
         manifest["precisions"]["int8"] = PRECISION_FILES["int8"]
-    else:
-        (out / PRECISION_FILES["int8"]).unlink(missing_ok=True)
 
     names = list(manifest["precisions"].values()) + ["tokenizer.json", "vocab.txt"]
     manifest["files"] = {name: file_entry(out / name) for name in names}
     write_manifest(out, manifest)
 
     def verify():
-        fp32 = Predictor(out, precision="fp32", max_length=preparer.max_length, verify="none")
+        fp32 = Predictor(
+            out, precision="fp32", max_length=preparer.max_length, verify="none", check_parity=False
+        )
         got = parity.onnx_log_probs(fp32, prepared)
         result = {
             "sentences": len(sentences),
             "fp32": parity.compare(reference, got, fp32.exclusion_bias),
         }
         if args.int8:
-            int8 = Predictor(out, precision="int8", max_length=preparer.max_length, verify="none")
+            int8 = Predictor(
+                out,
+                precision="int8",
+                max_length=preparer.max_length,
+                verify="none",
+                check_parity=False,
+            )
             quant = parity.onnx_log_probs(int8, prepared)
             result["int8_vs_fp32"] = parity.agreement(got, quant, fp32.exclusion_bias)
             result["int8_vs_pytorch"] = {
@@ -247,16 +256,46 @@ def report(manifest):
     return 0
 
 
+def install(work, target):
+    """Move the exported files from ``work`` into ``target``, the manifest last.
+
+    A missing or empty ``target`` is replaced by ``work`` in one rename. Otherwise each file is
+    replaced in one rename (other files there, say a Hugging Face save_pretrained copy, stay),
+    and the manifest comes last: until it does, the old manifest no longer matches the files
+    and the service refuses them rather than serving a mix.
+    """
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.replace(work, target)
+        return
+    if not (work / PRECISION_FILES["int8"]).exists():
+        (target / PRECISION_FILES["int8"]).unlink(missing_ok=True)  # stale: not in the manifest
+    for path in sorted(work.iterdir(), key=lambda p: p.name == MANIFEST):
+        os.replace(path, target / path.name)
+
+
 def main(argv=None):
     """Entry point: exit 0 on success, 1 on parity failure, 2 on a load/export error."""
     args = get_args(argv)
+    target = Path(args.output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Next to the output, so that moving it into place is a rename on the same file system.
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
     try:
-        manifest = build(args)
+        manifest = build(args, work)
+        status = report(manifest)
+        if status != 0:
+            print(f"{target} left as it was: a model that failed parity is not installed")
+            return status
+        install(work, target)
     except export.ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output}: " + ", ".join(sorted(manifest["files"])) + ", " + MANIFEST)
-    return report(manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {target}: " + ", ".join(sorted(manifest["files"])) + ", " + MANIFEST)
+    return 0
 
 
 if __name__ == "__main__":

@@ -74,11 +74,7 @@ def on_starting(server):
         # The workers' Config, read here too: one set of defaults, and a bad value (say
         # MAX_LENGTH=lots) stops the server with one line instead of failing every worker boot.
         cfg = Config.from_env()
-        if not 0 < cfg.request_timeout < server.cfg.timeout:
-            raise ValueError(
-                f"REQUEST_TIMEOUT={cfg.request_timeout:g} must be above 0 and below "
-                f"TIMEOUT={server.cfg.timeout}"
-            )
+        check_timeouts(cfg, server.cfg.timeout)
         model_dir, precision = cfg.model_dir, cfg.model_precision
         verify = "sha256" if cfg.model_verify != "none" else "none"
         files = open_model_dir(model_dir, precision, verify=verify)
@@ -100,6 +96,19 @@ def child_exit(server, worker):
 def on_exit(server):
     """Remove the metrics directory when it was a temporary one."""
     metrics_setup.remove_dir(Config.from_env(), os.environ.get(metrics_setup.ENV))
+
+
+def check_timeouts(cfg, timeout):
+    """REQUEST_TIMEOUT below Gunicorn's TIMEOUT; a hung run only after a request gave up."""
+    if cfg.request_timeout >= timeout:
+        raise ValueError(
+            f"REQUEST_TIMEOUT={cfg.request_timeout:g} is out of range: below TIMEOUT={timeout}"
+        )
+    if 0 < cfg.hung_run_seconds <= cfg.request_timeout:
+        raise ValueError(
+            f"HUNG_RUN_SECONDS={cfg.hung_run_seconds:g} is out of range: 0 (never) or above "
+            f"REQUEST_TIMEOUT={cfg.request_timeout:g}"
+        )
 
 
 def check_address_free(server):

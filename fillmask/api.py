@@ -35,8 +35,8 @@ class Runtime:
     cache: LRUCache = field(default_factory=LRUCache)
 
     def ready(self):
-        """The predictor, or a 503 saying why there is none."""
-        if self.predictor is None:
+        """The predictor, or a 503 saying why there is none (or why it may not be used)."""
+        if self.predictor is None or self.error is not None:
             raise (
                 ModelNotReady()
                 if self.error is None
@@ -167,7 +167,7 @@ def fill_mask():
 def health():
     """Readiness: 200 once the model is loaded, 503 before, on failure, or while draining."""
     rt = runtime()
-    if rt.predictor is None or drain.draining():
+    if rt.predictor is None or rt.error or drain.draining():
         status = "draining" if drain.draining() else "error" if rt.error else "loading"
         return jsonify({"status": status, "pid": os.getpid()}), 503
     p = rt.predictor

@@ -8,6 +8,9 @@ that batch had are queued: its requests' clients come back within a few millisec
 without the wait the first of them would run alone while the others queue behind it. On a
 Raspberry Pi each unbatched run streams the ~400 MB of fp32 weights through memory, so one run
 for many requests is what lets a classroom share one device.
+
+No wait is unbounded: a request waits at most until its deadline (``fillmask.deadline``, else
+``timeout``) and then gets a 504; a job whose request has given up is dropped, not run.
 """
 
 import logging
@@ -15,7 +18,7 @@ import queue
 import threading
 import time
 
-from . import metrics
+from . import deadline, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -23,21 +26,29 @@ logger = logging.getLogger(__name__)
 class _Job:
     """One request's texts, and where its answer or its own error goes."""
 
-    __slots__ = ("items", "result", "error", "done", "queued")
+    __slots__ = ("items", "result", "error", "done", "queued", "deadline", "abandoned")
 
-    def __init__(self, items):
+    def __init__(self, items, until):
         self.items = items
         self.queued = time.monotonic()
         self.result = None
         self.error = None
         self.done = threading.Event()
+        self.deadline = until  # time.monotonic() after which nobody waits for it (None: never)
+        self.abandoned = False
+
+    def expired(self, now):
+        """True when the request no longer waits for this job."""
+        return self.abandoned or (self.deadline is not None and now >= self.deadline)
 
 
 class MicroBatcher:
     """Collects concurrent calls of ``run(items) -> rows per item`` into fewer calls."""
 
-    def __init__(self, run, max_batch=16, window_ms=0.0, busy_ms=50.0):
+    def __init__(self, run, max_batch=16, window_ms=0.0, busy_ms=50.0, timeout=None):
         self._run = run
+        # The longest a caller outside a request (no deadline) waits; None: no limit.
+        self.timeout = timeout
         self.max_batch = max(1, int(max_batch))
         self.window = max(0.0, float(window_ms)) / 1000.0
         # A request arriving within this long of the last batch's end means the worker is busy.
@@ -50,13 +61,24 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self.batches = 0  # session runs made, for tests and the benchmark
         self.items = 0
+        self.dropped = 0  # jobs given up by their request before they ran
 
     def submit(self, items):
-        """Run ``items`` (a list) in the next batch; return their rows or raise their error."""
+        """Run ``items`` (a list) in the next batch; return their rows or raise their error.
+
+        Waits at most until the request's deadline (else ``timeout``), then raises the 504
+        ``DeadlineExceeded``; the job is then dropped if it has not started.
+        """
         self._ensure_thread()
-        job = _Job(list(items))
+        until = deadline.at()
+        if until is None and self.timeout is not None:
+            until = time.monotonic() + self.timeout
+        deadline.check()
+        job = _Job(list(items), until)
         self._queue.put(job)
-        job.done.wait()
+        if not job.done.wait(None if until is None else max(0.0, until - time.monotonic())):
+            job.abandoned = True
+            raise deadline.DeadlineExceeded(deadline.seconds() or self.timeout)
         if job.error is not None:
             raise job.error
         return job.result
@@ -71,23 +93,34 @@ class MicroBatcher:
                     )
                     self._thread.start()
 
+    def _next(self, until=None):
+        """The next job its request still waits for, by ``until`` (monotonic; None: block).
+
+        Jobs whose request gave up are dropped here, never run. Raises ``queue.Empty``.
+        """
+        while True:
+            if self._carry is not None:
+                job, self._carry = self._carry, None
+            elif until is None:
+                job = self._queue.get()
+            else:
+                left = until - time.monotonic()
+                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            if not job.expired(time.monotonic()):
+                return job
+            self.dropped += 1
+
     def _collect(self):
         """Block for one job, then take what else is queued (within the window) up to the cap."""
-        first = self._carry or self._queue.get()
-        self._carry = None
+        first = self._next()
         jobs, count = [first], len(first.items)
         now = time.monotonic()
         busy = now - self._last_end < self.busy
-        deadline = now + self.window if busy else now
+        window_end = now + self.window if busy else now
         expected = self._last_size if busy else 1  # a lone client never waits for itself
         while count < self.max_batch:
             try:
-                remaining = deadline - time.monotonic()
-                job = (
-                    self._queue.get(timeout=remaining)
-                    if count < expected and remaining > 0
-                    else self._queue.get_nowait()
-                )
+                job = self._next(window_end if count < expected else time.monotonic())
             except queue.Empty:
                 break
             if count + len(job.items) > self.max_batch:

@@ -48,6 +48,8 @@ class Config:
     metrics: str = "auto"  # who may read /metrics: auto | on | token | off
     metrics_dir: str = ""  # workers' shared metrics files; empty: a fresh temporary directory
     drain_seconds: float = 0.0  # after SIGTERM: keep serving, but not ready, for this long
+    request_timeout: float = 30.0  # seconds; a request still waiting for the model gets a 504
+    hung_run_seconds: float = 90.0  # a model run this old: the worker is replaced (0: never)
 
     def __post_init__(self):
         for name, (check, accepted) in RANGES.items():
@@ -121,6 +123,15 @@ RANGES = {
     "drain_seconds": (
         lambda v: isinstance(v, int | float) and 0 <= v <= 3600,
         "a number of seconds from 0 to 3600",
+    ),
+    # Also below Gunicorn's TIMEOUT, and HUNG_RUN_SECONDS above it: gunicorn.conf.py checks.
+    "request_timeout": (
+        lambda v: isinstance(v, int | float) and 0 < v <= 3600,
+        "a number of seconds above 0, at most 3600",
+    ),
+    "hung_run_seconds": (
+        lambda v: isinstance(v, int | float) and 0 <= v <= 86400,
+        "a number of seconds from 0 (never) to 86400",
     ),
 }
 

@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+SPECIAL_TOKENS = ("cls", "sep", "mask")
 EXPORT_HINT = "create it with: python export_onnx.py --output {dir} [--int8]"
 
 
@@ -45,12 +46,13 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def open_model_dir(directory, precision="fp32", verify="size"):
+def open_model_dir(directory, precision="fp32", verify="size", check_parity=True):
     """Check a model directory and return its ``ModelFiles``.
 
     ``verify``: "sha256" hashes every file against the manifest (slow for fp32, ~1 s on a PC,
     several on a Pi: done once by the Gunicorn master), "size" compares sizes only (each worker),
-    "none" skips the comparison.
+    "none" skips the comparison. ``check_parity``: refuse a model whose export did not pass its
+    parity check with PyTorch (off only for the exporter, which runs that check).
     """
     directory = Path(directory)
     hint = EXPORT_HINT.format(dir=directory)
@@ -65,6 +67,9 @@ def open_model_dir(directory, precision="fp32", verify="size"):
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelFilesError(f"{manifest_path} is unreadable ({exc}); {hint}") from None
+    _check_manifest(manifest, manifest_path, hint)
+    if check_parity:
+        _check_parity(manifest, directory, hint)
     files = ModelFiles(directory, precision, manifest)
     for path in (files.onnx_path, files.tokenizer_path):
         if not path.is_file():
@@ -76,19 +81,45 @@ def open_model_dir(directory, precision="fp32", verify="size"):
     return files
 
 
+def _check_manifest(manifest, path, hint):
+    """Refuse a manifest without the entries the predictor reads (a one-line error, no KeyError)."""
+    special = manifest.get("special_tokens") if isinstance(manifest, dict) else None
+    missing = [f"special_tokens.{k}" for k in SPECIAL_TOKENS if not _is_int((special or {}).get(k))]
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        missing.insert(0, "files")
+    if missing:
+        raise ModelFilesError(f"{path} lacks {', '.join(missing)}; {hint}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_parity(manifest, directory, hint):
+    """Refuse a model whose ONNX graph did not reproduce PyTorch when it was exported."""
+    fp32 = (manifest.get("parity") or {}).get("fp32") or {}
+    name = manifest.get("model_name") or directory.name
+    if fp32.get("passed") is not True:
+        state = "failed" if fp32.get("passed") is False else "was never completed"
+        raise ModelFilesError(
+            f"model {name} at {directory}: its parity check with PyTorch {state} "
+            f"(manifest parity.fp32.passed), so its answers cannot be trusted; {hint}"
+        )
+
+
 def _verify(path, expected, mode, hint):
     """Compare one file with its manifest entry."""
     if mode == "none":
         return
-    if not expected:
-        raise ModelFilesError(f"{path.name} is not listed in the manifest; {hint}")
+    if not isinstance(expected, dict) or not _is_int(expected.get("bytes")):
+        raise ModelFilesError(f"{path.name} is not listed in the manifest with its size; {hint}")
     size = path.stat().st_size
     if size != expected["bytes"]:
         raise ModelFilesError(
             f"{path} has {size} bytes, the manifest says {expected['bytes']}: "
             f"the file is damaged or was replaced; {hint}"
         )
-    if mode == "sha256" and sha256_of(path) != expected["sha256"]:
+    if mode == "sha256" and sha256_of(path) != expected.get("sha256"):
         raise ModelFilesError(
             f"{path} does not match its sha256 in the manifest: the file is "
             f"damaged or was replaced; {hint}"

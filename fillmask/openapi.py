@@ -45,6 +45,7 @@ ERROR_CODES = {
     415: ["unsupported_media_type"],
     500: ["internal_error"],
     503: ["model_not_ready", "model_unavailable"],
+    504: ["timeout"],
 }
 ERROR_TEXT = {
     400: "The request was refused; `error` says what was wrong and what is accepted.",
@@ -56,8 +57,9 @@ ERROR_TEXT = {
     415: "The body is not sent as `Content-Type: application/json`.",
     500: "A bug in the service; details are only in the server log.",
     503: "The model is not loaded (still loading, or it failed to load).",
+    504: "The request was not done within REQUEST_TIMEOUT (server busy, or a hung model run).",
 }
-API_ERRORS = (400, 401, 413, 415, 500, 503)
+API_ERRORS = (400, 401, 413, 415, 500, 503, 504)
 # The mask spellings the service accepts (fillmask/text.py), for generators and readers.
 MASK_PATTERN = r"[\[［]\s*[Mm][Aa][Ss][Kk]\s*[\]］]"
 NULL = {"type": "null"}

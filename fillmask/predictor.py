@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from .errors import FillMaskError
+from . import deadline
+from .errors import FillMaskError, ModelFilesError
 from .model_files import open_model_dir
 from .text import TextPreparer
 
@@ -99,9 +100,17 @@ class Predictor:
     """Fill-mask inference for one exported model at one precision."""
 
     def __init__(
-        self, model_dir, *, precision="fp32", max_length=64, threads=1, max_masks=16, verify="size"
+        self,
+        model_dir,
+        *,
+        precision="fp32",
+        max_length=64,
+        threads=1,
+        max_masks=16,
+        verify="size",
+        check_parity=True,
     ):
-        files = open_model_dir(model_dir, precision, verify=verify)
+        files = open_model_dir(model_dir, precision, verify=verify, check_parity=check_parity)
         manifest = files.manifest
         self.name = files.name
         self.precision = precision
@@ -109,7 +118,13 @@ class Predictor:
         if not 3 <= max_length <= limit:
             raise FillMaskError(f"MAX_LENGTH must be 3..{limit} for this model", code="config")
         self.max_length = max_length
-        self.session = create_session(files.onnx_path, threads)
+        try:
+            self.session = create_session(files.onnx_path, threads)
+        except Exception as exc:  # onnxruntime raises its own types, none documented
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFilesError(
+                f"onnxruntime cannot load {files.onnx_path} ({first}); export the model again"
+            ) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         tokenizer = Tokenizer.from_file(str(files.tokenizer_path))
         tokenizer.no_padding()
@@ -184,6 +199,7 @@ class Predictor:
         chunk = max(1, int(chunk))
         out = []
         for start in range(0, len(prepared), chunk):
+            deadline.check()  # between runs: a request out of time stops here with a 504
             out.extend(self.infer(prepared[start : start + chunk]))
         return out
 

@@ -40,7 +40,8 @@ def live():
 @bp.get("/health/ready")
 def ready():
     """200 while the model is loaded and the worker is not draining, else 503."""
-    ok = api.runtime().predictor is not None and not drain.draining()
+    rt = api.runtime()
+    ok = rt.predictor is not None and rt.error is None and not drain.draining()
     return jsonify({"live": True, "ready": ok}), 200 if ok else 503
 
 
@@ -49,7 +50,7 @@ def model_ready(name):
     rt = api.runtime()
     if rt.predictor is not None:
         model(name)  # 404 for a model this server does not serve
-    ok = rt.predictor is not None and not drain.draining()
+    ok = rt.predictor is not None and rt.error is None and not drain.draining()
     return jsonify({"name": name, "ready": ok}), 200 if ok else 503
 
 

@@ -206,3 +206,39 @@ def test_a_corrupt_onnx_file_stops_the_server_with_one_line(
     # The master's sha256 check catches it; if the manifest agrees, the worker's load does.
     reason = "onnxruntime cannot load" if record_sha256 else "does not match its sha256"
     assert reason in line and "model.onnx" in line
+
+
+# -- the timeouts --------------------------------------------------------------------------------
+
+
+def gunicorn_conf():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gconf", ROOT / "gunicorn.conf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ({"REQUEST_TIMEOUT": "60"}, "REQUEST_TIMEOUT=60 is out of range: below TIMEOUT=60"),
+        ({"HUNG_RUN_SECONDS": "20"}, "HUNG_RUN_SECONDS=20 is out of range"),
+        ({"REQUEST_TIMEOUT": "0"}, "REQUEST_TIMEOUT=0.0 is out of range"),
+    ],
+)
+def test_timeouts_out_of_order_stop_the_start(settings, words):
+    from fillmask.config import Config
+
+    with pytest.raises(ValueError) as err:
+        gunicorn_conf().check_timeouts(Config.from_env(settings), 60)
+    assert words in str(err.value)
+
+
+def test_default_timeouts_are_in_order():
+    from fillmask.config import Config
+
+    conf = gunicorn_conf()
+    conf.check_timeouts(Config.from_env({}), conf.timeout)
+    assert conf.reuse_port is False  # the safe default

@@ -307,6 +307,7 @@ CASES = [
         {"text": GOOD},
         app="odd_tokenizer",
     ),
+    predict("out_of_time", 504, "timeout", "REQUEST_TIMEOUT", {"text": GOOD}, app="no_time_left"),
     predict(
         "bug_in_the_service",
         500,
@@ -350,6 +351,8 @@ def apps(tiny_model_dir, tmp_path_factory):
     preparer = odd.extensions["fillmask"].predictor.preparer
     preparer.tokenizer = DroppingTokenizer(preparer.tokenizer, preparer.mask_id)
     made["odd_tokenizer"] = odd
+    # A deadline already over when the request reaches the model: its JSON 504.
+    made["no_time_left"] = create_app(make_config(tiny_model_dir, request_timeout=1e-9))
     buggy = create_app(make_config(tiny_model_dir))
 
     def crash(*args, **kwargs):

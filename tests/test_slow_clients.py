@@ -16,6 +16,7 @@ import time
 import pytest
 import requests
 from live import ROOT, GunicornServer, free_port
+from test_load import record
 
 pytestmark = pytest.mark.live
 
@@ -122,6 +123,18 @@ def test_slow_clients_behind_nginx_do_not_block_others(tiny_model_dir, tmp_path)
             for thread in slow:
                 thread.join(10)
     median = sorted(base)[len(base) // 2]
+    record(
+        "slow_clients_behind_nginx",
+        {
+            "slow_sockets": SLOW_SOCKETS,
+            "gunicorn_threads": WORKERS * THREADS,
+            "requests": len(times),
+            "errors": errors,
+            "p50_ms_before": round(median * 1000, 1),
+            "p50_ms_during": round(sorted(times)[len(times) // 2] * 1000, 1),
+            "max_wait_s": round(max(times), 2),
+        },
+    )
     assert errors == 0
     assert len(times) >= 10
     # Nobody waits on the slow sockets: the worst request stays near the unhindered median.

@@ -53,6 +53,7 @@ def parse_infer(body, config):
                 'targets must be one string of tokens separated by spaces, e.g. "好 坏"',
                 code="invalid_targets",
             )
+        # A blank string becomes [""], refused by the same check as any empty target.
         params = {**params, "targets": targets.split() or [""]}
     req = schema.with_parameters(texts, True, params, config)
     return req, request_id, _wanted_outputs(body.get("outputs"))

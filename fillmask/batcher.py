@@ -78,7 +78,8 @@ class MicroBatcher:
         self._queue.put(job)
         if not job.done.wait(None if until is None else max(0.0, until - time.monotonic())):
             job.abandoned = True
-            raise deadline.DeadlineExceeded(deadline.seconds() or self.timeout)
+            if not job.done.is_set():  # unless it finished in the meantime
+                raise deadline.DeadlineExceeded(deadline.seconds() or self.timeout)
         if job.error is not None:
             raise job.error
         return job.result

@@ -30,16 +30,12 @@ class DeadlineExceeded(FillMaskError):
 
 def start(seconds):
     """Give the current request ``seconds`` from now (None or <= 0: no deadline)."""
-    value = (time.monotonic() + seconds, seconds) if seconds and seconds > 0 else None
-    return _deadline.set(value)
+    _deadline.set((time.monotonic() + seconds, seconds) if seconds and seconds > 0 else None)
 
 
-def clear(token=None):
+def clear():
     """End the current request's deadline."""
-    if token is not None:
-        _deadline.reset(token)
-    else:
-        _deadline.set(None)
+    _deadline.set(None)
 
 
 def remaining():

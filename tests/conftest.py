@@ -1,11 +1,14 @@
 """Shared fixtures: a tiny random Chinese BERT, exported by the project's own exporter.
 
 Set FILLMASK_TEST_MODEL_DIR to an already exported model directory to run the serving tests
-without torch (the Raspberry Pi check does this under emulation).
+without torch (the Raspberry Pi check does this under emulation). FILLMASK_TEST_SEED (an integer,
+default 0) seeds the tiny model's random weights: every test must pass for any seed, since
+expected values come from PyTorch or numpy on the same weights, never from one model's output.
 """
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 from fillmask.config import Config  # noqa: E402
 
 TINY_MAX_LENGTH = 128
+SEED = int(os.environ.get("FILLMASK_TEST_SEED", "0"))
 
 
 def _build_tiny_source(base):
@@ -25,7 +29,7 @@ def _build_tiny_source(base):
     if not (source / "config.json").exists():
         from fillmask.random_model import build_random_model
 
-        build_random_model(source, max_position_embeddings=TINY_MAX_LENGTH)
+        build_random_model(source, max_position_embeddings=TINY_MAX_LENGTH, seed=SEED)
     return source
 
 
@@ -67,6 +71,24 @@ def make_config(model_dir, **overrides):
     return Config(**values)
 
 
+def hold_first_run(monkeypatch, batcher, until, seconds=10):
+    """Make the micro-batcher's next run wait until ``until(texts_in_run, jobs_queued)`` holds
+    (or a deadline passes), so that concurrent requests are sure to meet in the next run."""
+    real = batcher._run
+    held = []
+
+    def run(items):
+        if not held:
+            held.append(len(items))
+            deadline = time.monotonic() + seconds
+            while not until(len(items), batcher._queue.qsize()) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return real(items)
+
+    monkeypatch.setattr(batcher, "_run", run)
+    return held
+
+
 @pytest.fixture(scope="session")
 def app(tiny_model_dir):
     """The Flask app on the tiny model (batching on, as served)."""
@@ -99,3 +121,8 @@ def tiny_tokenizer(tiny_source):
     from transformers import BertTokenizerFast
 
     return BertTokenizerFast.from_pretrained(tiny_source)
+
+
+def pytest_report_header(config):
+    """Name the seed, so a failure seen on one seed can be reproduced."""
+    return f"tiny test model: FILLMASK_TEST_SEED={SEED}"

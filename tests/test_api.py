@@ -1,28 +1,60 @@
 """The JSON API on the tiny exported model: fields, masks, batches, targets, errors."""
 
 import json
+import time
 
-import numpy as np
 import pytest
+from reference import assert_ranked, assert_top_k, mask_log_probs, offerable
 
 
 def post(client, body, path="/predict"):
     return client.post(path, json=body)
 
 
-def test_single_mask_fields(client, predictor):
+def pairs(candidates):
+    """(token_id, score) of /predict candidates, for the reference checks."""
+    return [(c["token_id"], c["score"]) for c in candidates]
+
+
+def fill_nth(text, n, word):
+    """``text`` with its ``n``-th [MASK] replaced by ``word``, the others kept."""
+    parts = text.split("[MASK]")
+    return "".join(
+        p + ("" if i == len(parts) - 1 else word if i == n else "[MASK]")
+        for i, p in enumerate(parts)
+    )
+
+
+@pytest.fixture(scope="module")
+def torch_ref(tiny_torch, tiny_tokenizer):
+    """``torch_ref(text)``: PyTorch's log-prob rows at the masks of ``text`` (spelt [MASK])."""
+    return lambda text: mask_log_probs(tiny_torch, tiny_tokenizer, text)
+
+
+@pytest.fixture(scope="module")
+def allowed(tiny_tokenizer):
+    return offerable(tiny_tokenizer)
+
+
+def test_single_mask_fields(client, torch_ref, allowed, tiny_tokenizer):
+    started = time.perf_counter()
     r = post(client, {"text": "今天天气真[MASK]啊", "top_k": 3})
+    wall_ms = (time.perf_counter() - started) * 1000
     assert r.status_code == 200
     body = r.get_json()
+    assert list(body) == ["success", "result", "masks", "model", "precision", "elapsed_ms"]
     assert body["success"] is True
     assert body["model"] == "tiny-random-bert" and body["precision"] == "fp32"
-    assert body["elapsed_ms"] >= 0
+    # The server's own clock, inside the client's: a model run takes some time, never more.
+    assert 0 < body["elapsed_ms"] <= wall_ms + 1
     assert len(body["result"]) == 3 and body["result"] == body["masks"][0]["candidates"]
-    scores = [c["score"] for c in body["result"]]
-    assert scores == sorted(scores, reverse=True)
+    assert body["masks"] == [{"index": 0, "candidates": body["result"]}]
+    (row,) = torch_ref("今天天气真[MASK]啊")
+    assert_top_k(pairs(body["result"]), row, allowed, 3)
     for c in body["result"]:
+        assert list(c) == ["word", "probability", "score", "token_id", "sequence"]
         assert c["probability"] == round(c["score"] * 100, 2)
-        assert predictor.words[c["token_id"]] == c["word"]
+        assert tiny_tokenizer.convert_ids_to_tokens(c["token_id"]) == c["word"]
         assert c["sequence"] == "今天天气真" + c["word"] + "啊"
 
 
@@ -32,14 +64,22 @@ def test_json_carries_real_characters(client):
     assert "今天天气真" in raw and "\\u" not in raw
 
 
-def test_scores_equal_the_model_output(client, predictor):
-    item = predictor.prepare("床前明月[MASK]，疑是地上霜。")
-    (rows,) = predictor.log_probs([item])
-    row = rows[0] + predictor.exclusion_bias
-    best = np.argsort(-row)[:5]
-    body = post(client, {"text": "床前明月[MASK]，疑是地上霜。"}).get_json()
-    assert [c["token_id"] for c in body["result"]] == best.tolist()
-    assert body["result"][0]["score"] == pytest.approx(float(np.exp(row[best[0]])), rel=1e-5)
+@pytest.mark.parametrize("top_k", [1, 5, 50])
+def test_scores_equal_the_model_output(client, torch_ref, allowed, top_k):
+    """Default top_k is 5; every candidate's id and score is PyTorch's on the same weights."""
+    body = {"text": "床前明月[MASK]，疑是地上霜。"} | ({"top_k": top_k} if top_k != 5 else {})
+    got = post(client, body).get_json()["result"]
+    (row,) = torch_ref("床前明月[MASK]，疑是地上霜。")
+    assert_top_k(pairs(got), row, allowed, top_k)
+
+
+def test_every_mask_equals_the_model_output(client, torch_ref, allowed):
+    text = "[MASK]前明月光，疑是地上[MASK]。"
+    body = post(client, {"text": text, "top_k": 4}).get_json()
+    rows = torch_ref(text)
+    assert [m["index"] for m in body["masks"]] == list(range(len(rows))) == [0, 1]
+    for mask, row in zip(body["masks"], rows, strict=True):
+        assert_top_k(pairs(mask["candidates"]), row, allowed, 4)
 
 
 @pytest.mark.parametrize("spelling", ["[MASK]", "[mask]", "［MASK］", "[Mask]", "［mask］"])
@@ -83,35 +123,59 @@ def test_excluded_ids_rule():
     ]
 
 
-def test_candidates_exclude_special_unused_and_subwords(client, predictor):
+def test_candidates_exclude_special_unused_and_subwords(client, torch_ref, allowed):
+    """The top 50 of the offerable words only: ids 0-105 and ## pieces never, "[" may."""
     body = post(client, {"text": "[MASK][MASK][MASK]", "top_k": 50}).get_json()
-    for mask in body["masks"]:
+    for mask, row in zip(body["masks"], torch_ref("[MASK][MASK][MASK]"), strict=True):
+        assert_top_k(pairs(mask["candidates"]), row, allowed, 50)
         for c in mask["candidates"]:
-            assert not c["word"].startswith(("[", "##")), c["word"]
+            assert c["token_id"] > 105 and not c["word"].startswith("##"), c["word"]
 
 
-def test_batch_matches_single_requests(client):
+def test_batch_equals_the_model_per_text(client, torch_ref, allowed):
     texts = ["今天天气真[MASK]啊", "画蛇[MASK][MASK]，多此一举。", "我们是好朋[MASK]。"]
     batch = post(client, {"texts": texts, "top_k": 4}).get_json()
-    assert batch["success"] and len(batch["results"]) == 3
+    assert list(batch) == ["success", "results", "model", "precision", "elapsed_ms"]
+    assert batch["success"] is True and len(batch["results"]) == 3
     for text, got in zip(texts, batch["results"], strict=True):
-        alone = post(client, {"text": text, "top_k": 4}).get_json()
-        assert [c["token_id"] for c in got["result"]] == [c["token_id"] for c in alone["result"]]
-        for a, b in zip(got["masks"], alone["masks"], strict=True):
-            for x, y in zip(a["candidates"], b["candidates"], strict=True):
-                assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+        rows = torch_ref(text)
+        assert list(got) == ["result", "masks"] and len(got["masks"]) == len(rows)
+        assert got["result"] == got["masks"][0]["candidates"]
+        for mask, row in zip(got["masks"], rows, strict=True):
+            assert_top_k(pairs(mask["candidates"]), row, allowed, 4)
+            for c in mask["candidates"]:
+                assert c["sequence"] == fill_nth(text, mask["index"], c["word"])
 
 
-def test_targets_rank_only_those(client):
+def test_targets_rank_only_those(client, torch_ref, tiny_tokenizer):
     body = post(client, {"text": "今天天气真[MASK]啊", "targets": ["好", "花", "雨"]}).get_json()
+    (row,) = torch_ref("今天天气真[MASK]啊")
+    assert_ranked(
+        pairs(body["result"]), row, tiny_tokenizer.convert_tokens_to_ids(["好", "花", "雨"])
+    )
     assert sorted(c["word"] for c in body["result"]) == ["好", "花", "雨"]
-    scores = [c["score"] for c in body["result"]]
-    assert scores == sorted(scores, reverse=True)
-    top = post(client, {"text": "今天天气真[MASK]啊", "top_k": 50}).get_json()["result"]
-    by_word = {c["word"]: c["score"] for c in top}
-    for c in body["result"]:
-        if c["word"] in by_word:
-            assert c["score"] == pytest.approx(by_word[c["word"]], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "targets,top_k,words",
+    [
+        (["A", "b", "B", "a"], 5, ["a", "b"]),  # lower-cased, then duplicates dropped
+        (["好", "好", " 好 "], 5, ["好"]),  # spaces around a target are not part of it
+        (["好", "花", "雨", "风", "天"], 2, ["好", "花", "雨", "风", "天"]),  # the best 2 of 5
+    ],
+)
+def test_targets_are_lower_cased_deduplicated_and_cut_to_top_k(
+    client, torch_ref, tiny_tokenizer, targets, top_k, words
+):
+    body = post(client, {"text": "今天天气真[MASK]啊", "targets": targets, "top_k": top_k})
+    got = pairs(body.get_json()["result"])
+    (row,) = torch_ref("今天天气真[MASK]啊")
+    ids = tiny_tokenizer.convert_tokens_to_ids(words)
+    kept = [i for i, _ in got]
+    assert len(kept) == min(top_k, len(ids)) and set(kept) <= set(ids)
+    assert_ranked(got, row, kept)
+    # The cut keeps the best: nothing left out beats the last one kept (float tolerance).
+    assert all(row[i] <= row[kept].min() + 1e-4 for i in set(ids) - set(kept))
 
 
 def test_long_text_is_windowed_around_the_masks(app, tiny_model_dir):
@@ -128,26 +192,68 @@ def test_long_text_is_windowed_around_the_masks(app, tiny_model_dir):
     assert far["code"] == "masks_too_far_apart"
 
 
-def test_window_equals_the_model_on_the_window(predictor):
+def test_window_equals_the_model_on_the_window(client, predictor, torch_ref, allowed):
+    """A 403-character text: the model sees the 64-token window centred on the mask."""
     text = "我" * 200 + "爱[MASK]京" + "好" * 200
     item = predictor.prepare(text)
-    assert len(item.input_ids) == predictor.max_length
+    assert len(item.input_ids) == predictor.max_length == 64
     assert item.input_ids[0] == 101 and item.input_ids[-1] == 102
     assert item.input_ids[item.mask_positions[0]] == predictor.mask_id
-    # centred: as much context on each side
-    left = item.mask_positions[0] - 1
-    right = len(item.input_ids) - 2 - item.mask_positions[0]
-    assert abs(left - right) <= 1
+    got = pairs(post(client, {"text": text}).get_json()["result"])
+    # 62 tokens besides [CLS] and [SEP]: 30 or 31 of them on each side of the mask.
+    windows = ["我" * a + "爱[MASK]京" + "好" * (59 - a) for a in (29, 30)]
+    failures = []
+    for window in windows:
+        try:
+            assert_top_k(got, torch_ref(window)[0], allowed, 5)
+            return
+        except AssertionError as exc:
+            failures.append(exc)
+    raise AssertionError(f"the answer is not the model's on a centred window: {failures}")
 
 
-def test_hf_shape(client):
+def hf_pairs(candidates):
+    return [(c["token"], c["score"]) for c in candidates]
+
+
+def test_hf_shape_equals_the_model(client, torch_ref, allowed, tiny_tokenizer):
     one = post(
         client, {"inputs": "今天天气真[MASK]啊", "parameters": {"top_k": 2}}, "/fill-mask"
     ).get_json()
     assert isinstance(one, list) and len(one) == 2
-    assert set(one[0]) == {"score", "token", "token_str", "sequence"}
+    assert all(list(c) == ["score", "token", "token_str", "sequence"] for c in one)
+    assert_top_k(hf_pairs(one), torch_ref("今天天气真[MASK]啊")[0], allowed, 2)
+    assert [c["token_str"] for c in one] == tiny_tokenizer.convert_ids_to_tokens(
+        [c["token"] for c in one]
+    )
+    assert [c["sequence"] for c in one] == [f"今天天气真{c['token_str']}啊" for c in one]
     two = post(client, {"inputs": "[MASK]天天气真[MASK]啊"}, "/fill-mask").get_json()
-    assert isinstance(two, list) and len(two) == 2 and isinstance(two[0], list)
+    assert isinstance(two, list) and len(two) == 2
+    for n, (mask, row) in enumerate(zip(two, torch_ref("[MASK]天天气真[MASK]啊"), strict=True)):
+        assert_top_k(hf_pairs(mask), row, allowed, 5)
+        for c in mask:
+            assert c["sequence"] == fill_nth("[MASK]天天气真[MASK]啊", n, c["token_str"])
+
+
+def test_hf_batch_equals_the_model(client, torch_ref, allowed):
+    """``inputs`` as a list: one answer per text, each in the single-input shape."""
+    texts = ["今天天气真[MASK]啊", "[MASK]前明月光，疑是地上[MASK]。", "我们是好朋[MASK]。"]
+    got = post(client, {"inputs": texts, "parameters": {"top_k": 3}}, "/fill-mask").get_json()
+    assert isinstance(got, list) and len(got) == 3
+    for text, answer in zip(texts, got, strict=True):
+        rows = torch_ref(text)
+        masks = [answer] if len(rows) == 1 else answer
+        assert len(masks) == len(rows)
+        for n, (mask, row) in enumerate(zip(masks, rows, strict=True)):
+            assert_top_k(hf_pairs(mask), row, allowed, 3)
+            assert all(c["sequence"] == fill_nth(text, n, c["token_str"]) for c in mask)
+
+
+def test_hf_targets_equal_the_model(client, torch_ref, tiny_tokenizer):
+    body = {"inputs": "今天天气真[MASK]啊", "parameters": {"targets": ["雨", "好", "花"]}}
+    got = post(client, body, "/fill-mask").get_json()
+    ids = tiny_tokenizer.convert_tokens_to_ids(["雨", "好", "花"])
+    assert_ranked(hf_pairs(got), torch_ref("今天天气真[MASK]啊")[0], ids)
 
 
 def test_health(client):

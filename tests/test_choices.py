@@ -3,37 +3,13 @@
 import numpy as np
 import pytest
 from conftest import make_config
+from reference import pll
 
 from fillmask import choices
 from fillmask.errors import FillMaskError
 
 # Idioms whose characters are all in the tiny model's generated vocabulary.
 IDIOMS = ["添足", "弹琴", "成功", "补牢", "生巧"]
-
-
-def reference_pll(model, tokenizer, text, word):
-    """Write ``word`` into the blank, tokenise the sentence, mask each character in turn."""
-    import torch
-
-    start = text.index("[MASK]")
-    end = text.rindex("[MASK]") + len("[MASK]")
-    sentence = text[:start] + word + text[end:]
-    enc = tokenizer(sentence, return_offsets_mapping=True)
-    ids = enc["input_ids"]
-    positions = [
-        i
-        for i, (a, b) in enumerate(enc["offset_mapping"])
-        if b > a and start <= a < start + len(word)
-    ]
-    assert len(positions) == len(word)
-    total = 0.0
-    for p in positions:
-        masked = list(ids)
-        masked[p] = tokenizer.mask_token_id
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([masked])).logits[0, p].double()
-        total += float(torch.log_softmax(logits, dim=-1)[ids[p]])
-    return total
 
 
 @pytest.mark.parametrize(
@@ -47,7 +23,7 @@ def reference_pll(model, tokenizer, text, word):
 def test_scores_equal_the_pytorch_reference(client, tiny_torch, tiny_tokenizer, text, candidates):
     body = client.post("/predict", json={"text": text, "candidates": candidates}).get_json()
     got = body["choices"]
-    want = {w: reference_pll(tiny_torch, tiny_tokenizer, text, w) for w in candidates}
+    want = {w: pll(tiny_torch, tiny_tokenizer, text, w) for w in candidates}
     ranked = sorted(candidates, key=lambda w: -want[w])
     assert [c["word"] for c in got] == ranked
     for c in got:

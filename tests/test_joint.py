@@ -187,8 +187,10 @@ def test_api_joint_must_be_a_boolean(client, value):
     assert "joint" in body["error"]
 
 
-def test_concurrent_requests_batch_together_and_answer_the_same(app, predictor):
+def test_concurrent_requests_batch_together_and_answer_the_same(app, predictor, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import hold_first_run
 
     bodies = [
         {"text": "画蛇[MASK][MASK]，多此一举。", "joint": True},
@@ -202,11 +204,18 @@ def test_concurrent_requests_batch_together_and_answer_the_same(app, predictor):
         body.pop("elapsed_ms")
         return body
 
+    batcher = predictor.infer.__self__
+    start = batcher.batches
     serial = [ask(b) for b in bodies]
-    batcher_runs = predictor.infer.__self__.batches
+    runs_alone = batcher.batches - start  # one after the other: nothing to share a run with
+    # The first concurrent run waits until two more requests' runs are queued behind it.
+    held = hold_first_run(monkeypatch, batcher, lambda running, queued: queued >= 2)
+    start = batcher.batches
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(ask, bodies * 4))
-    assert predictor.infer.__self__.batches > batcher_runs
+    assert held
+    # Four times the requests in fewer than four times the runs: runs were shared.
+    assert batcher.batches - start < 4 * runs_alone
     for i, body in enumerate(together):
         assert_close(body, serial[i % len(bodies)])
 

@@ -65,131 +65,26 @@ def test_every_error_code_in_the_code_is_documented():
 
 
 def test_limits_follow_the_config(tiny_model_dir):
+    """The document states the configured limits, and the server enforces the same ones."""
     from app import create_app
 
     custom = create_app(make_config(tiny_model_dir, max_top_k=7, max_texts=3, max_targets=4))
-    schemas = custom.test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    client = custom.test_client()
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
     props = schemas["PredictRequest"]["properties"]
     assert props["top_k"]["maximum"] == 7
     assert props["texts"]["maxItems"] == 3
     assert props["targets"]["oneOf"][1]["maxItems"] == 4
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"text": "今天天气真[MASK]啊"},
-        {"text": "今天天气真[MASK]啊", "top_k": 1},
-        {"text": "[MASK]前明月光，疑是地上［MASK］。", "top_k": 3},
-        {"texts": ["今天天气真[MASK]啊", "画蛇[MASK][MASK]，多此一举。"], "top_k": 2},
-        {"text": "今天天气真[MASK]啊", "targets": ["好", "花"]},
-        {"text": "今天天气真[MASK]啊", "targets": "好"},
-        {"text": "画蛇[MASK][MASK]，多此一举。", "joint": True, "top_k": 3},
-        {"texts": ["画蛇[MASK][MASK]。", "好[MASK]"], "joint": True},
-        {"text": "画蛇[MASK][MASK]，多此一举。", "candidates": ["好天", "花雨", "好"]},
-    ],
-)
-def test_predict_200_matches(client, checker, body):
-    r = client.post("/predict", json=body)
-    assert r.status_code == 200, r.get_json()
-    got = checker.check(r, "/predict")
-    assert got["success"] is True
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"inputs": "今天天气真[MASK]啊"},
-        {"inputs": "[MASK]天天气真[MASK]啊", "parameters": {"top_k": 2}},
-        {"inputs": ["今天天气真[MASK]啊", "[MASK]前[MASK]"]},
-        {"inputs": "今天天气真[MASK]啊", "parameters": {"targets": ["好"]}},
-    ],
-)
-def test_fill_mask_200_matches(client, checker, body):
-    r = client.post("/fill-mask", json=body)
-    assert r.status_code == 200
-    checker.check(r, "/fill-mask")
-
-
-def test_get_endpoints_match(client, checker):
-    checker.check(client.get("/health"), "/health", "GET")
-    checker.check(client.get("/openapi.json"), "/openapi.json", "GET")
-    page = client.get("/")
-    assert page.status_code == 200
-    checker.check(page, "/", "GET")
-
-
-@pytest.mark.parametrize(
-    "path,kwargs,status,code",
-    [
-        ("/predict", {"data": "{", "content_type": "application/json"}, 400, "invalid_json"),
-        ("/predict", {"json": {"text": "没有掩码"}}, 400, "no_mask"),
-        ("/predict", {"json": {"text": "[MASK]", "top_k": 0}}, 400, "invalid_top_k"),
-        ("/fill-mask", {"json": {"inputs": 5}}, 400, "invalid_type"),
-        ("/fill-mask", {"json": {}}, 400, "missing_text"),
-        ("/predict", {"data": "text=[MASK]"}, 415, "unsupported_media_type"),
-        ("/fill-mask", {"data": "x", "content_type": "text/plain"}, 415, "unsupported_media_type"),
-        (
-            "/predict",
-            {
-                "data": '{"text": "' + "好" * 400_000 + '[MASK]"}',
-                "content_type": "application/json",
-            },
-            413,
-            "request_entity_too_large",
-        ),
-    ],
-)
-def test_errors_match(client, checker, path, kwargs, status, code):
-    r = client.post(path, **kwargs)
-    assert r.status_code == status
-    assert checker.check(r, path)["code"] == code
-
-
-def test_404_and_405_match(client, checker):
-    r = client.get("/no/such/page")
-    assert r.status_code == 404 and checker.check(r, "/no/such/page", "GET")["code"] == "not_found"
-    r = client.get("/predict")
-    assert r.status_code == 405
-    assert checker.check(r, "/predict", "GET")["code"] == "method_not_allowed"
-
-
-def test_401_and_403_match(tiny_model_dir, checker):
-    from app import create_app
-
-    locked = create_app(
-        make_config(tiny_model_dir, api_token="t0ken", cors_origins="http://ok.example")
-    ).test_client()
-    r = locked.post("/predict", json={"text": "好[MASK]"})
-    assert r.status_code == 401 and checker.check(r, "/predict")["code"] == "unauthorized"
-    r = locked.options(
-        "/predict",
-        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
-    )
-    assert r.status_code == 403
-    assert checker.check(r, "/predict", "OPTIONS")["code"] == "origin_not_allowed"
-
-
-def test_500_matches(app, checker, monkeypatch):
-    def boom(*args, **kwargs):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(app.extensions["fillmask"].predictor, "predict", boom)
-    r = app.test_client().post("/predict", json={"text": "好[MASK]"})
-    assert r.status_code == 500 and checker.check(r, "/predict")["code"] == "internal_error"
-
-
-def test_503_matches(tmp_path, checker):
-    from app import create_app
-
-    broken = create_app(make_config(tmp_path / "missing", strict=False))
-    c = broken.test_client()
-    r = c.post("/predict", json={"text": "好[MASK]"})
-    assert r.status_code == 503 and checker.check(r, "/predict")["code"] == "model_unavailable"
-    h = c.get("/health")
-    assert h.status_code == 503 and checker.check(h, "/health", "GET")["status"] == "error"
-    # Still loading (no error recorded yet): model_not_ready, and /health says "loading".
-    broken.extensions["fillmask"].error = None
-    r = c.post("/fill-mask", json={"inputs": "好[MASK]"})
-    assert r.status_code == 503 and checker.check(r, "/fill-mask")["code"] == "model_not_ready"
-    assert checker.check(c.get("/health"), "/health", "GET")["status"] == "loading"
+    words = ["好", "花", "雨", "风", "天"]
+    cases = [
+        ({"text": "好[MASK]", "top_k": 7}, 200, None),
+        ({"text": "好[MASK]", "top_k": 8}, 400, "invalid_top_k"),
+        ({"texts": ["好[MASK]"] * 3}, 200, None),
+        ({"texts": ["好[MASK]"] * 4}, 400, "batch_too_large"),
+        ({"text": "好[MASK]", "targets": words[:4]}, 200, None),
+        ({"text": "好[MASK]", "targets": words}, 400, "invalid_targets"),
+    ]
+    for body, status, code in cases:
+        r = client.post("/predict", json=body)
+        assert r.status_code == status, (body, r.get_json())
+        assert r.get_json().get("code") == code

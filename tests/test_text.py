@@ -74,7 +74,6 @@ def test_config_from_env():
     cfg = Config.from_env(env)
     assert (cfg.model_dir, cfg.model_precision, cfg.max_length) == ("/m", "int8", 128)
     assert cfg.batching is False and cfg.batch_window_ms == 1.5
-    assert cfg.ort_threads >= 1
     with pytest.raises(ValueError, match="MAX_LENGTH"):
         Config.from_env({"MAX_LENGTH": "lots"})
 
@@ -84,3 +83,20 @@ def test_max_length_beyond_the_model_is_refused(tiny_model_dir):
 
     with pytest.raises(FillMaskError, match="MAX_LENGTH"):
         Predictor(tiny_model_dir, max_length=4096)
+
+
+@pytest.mark.parametrize(
+    "cores,env,threads",
+    [
+        (8, {}, 4),  # 2 workers by default: half the cores each
+        (8, {"WORKERS": "4"}, 2),
+        (4, {"WORKERS": "3"}, 1),  # rounded down
+        (2, {"WORKERS": "8"}, 1),  # never 0
+        (None, {}, 1),  # cpu_count unknown
+        (8, {"WORKERS": "lots"}, 4),  # Gunicorn reports a bad WORKERS itself
+        (8, {"ORT_THREADS": "3"}, 3),  # set explicitly: kept
+    ],
+)
+def test_ort_threads_default_is_cores_per_worker(monkeypatch, cores, env, threads):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert Config.from_env(env).ort_threads == threads

@@ -75,6 +75,7 @@ def load_predictor(rt):
             threads=cfg.ort_threads,
             max_masks=cfg.max_masks,
             verify=cfg.model_verify,
+            batch_max=cfg.batch_max,
         )
         check_vocabulary(cfg, int((~predictor.excluded).sum()))
     except (ModelFilesError, FillMaskError, ConfigError) as exc:

@@ -109,10 +109,14 @@ class Predictor:
         max_masks=16,
         verify="size",
         check_parity=True,
+        batch_max=16,
     ):
         files = open_model_dir(model_dir, precision, verify=verify, check_parity=check_parity)
         manifest = files.manifest
         self.name = files.name
+        # Texts per session.run at most (BATCH_MAX): activation memory grows with the batch, so
+        # a request of many texts runs in several runs instead of one big one.
+        self.batch_max = max(1, int(batch_max))
         self.precision = precision
         limit = int(manifest.get("max_length", 512))
         if not 3 <= max_length <= limit:
@@ -237,7 +241,7 @@ class Predictor:
             fields = ["text"] if len(texts) == 1 else [f"texts[{i}]" for i in range(len(texts))]
         prepared = [self.prepare(t, f) for t, f in zip(texts, fields, strict=True)]
         target_ids = self.target_ids(targets) if targets else None
-        rows = self.infer(prepared)
+        rows = self.infer_chunked(prepared, self.batch_max)
         return [
             self.candidates(p, r, top_k, target_ids) for p, r in zip(prepared, rows, strict=True)
         ]

@@ -39,6 +39,7 @@ class GunicornServer:
         self.startup_timeout = startup_timeout
         self.proc = None
         self.log_path = None
+        self.ready_s = None
 
     def start(self):
         """Launch and wait until /health answers 200."""
@@ -56,7 +57,8 @@ class GunicornServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + self.startup_timeout
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -64,6 +66,9 @@ class GunicornServer:
                 )
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    # How long this machine, as loaded now, takes to boot a worker: a baseline
+                    # for tests that wait for a replacement.
+                    self.ready_s = time.monotonic() - started
                     return self
             except requests.RequestException:
                 pass

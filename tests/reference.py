@@ -86,3 +86,15 @@ def pll(model, tokenizer, text, word):
             logits = model(input_ids=torch.tensor([masked])).logits[0, p].double()
         total += float(torch.log_softmax(logits, dim=-1)[ids[p]])
     return total
+
+
+def onnx_mask_log_probs(onnx_path, tokenizer, text):
+    """Log-prob rows at the masks of ``text`` from a plain onnxruntime session on ``onnx_path``
+    (no service code), for graphs PyTorch cannot run, such as the int8 one."""
+    import onnxruntime as ort
+
+    ids = np.array([tokenizer(text)["input_ids"]], dtype=np.int64)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    (rows,) = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
+    return rows.astype(np.float64)

@@ -213,3 +213,80 @@ def test_batch_of_texts_equals_single_requests(client):
     for text, result in zip(TEXTS, together, strict=True):
         alone = client.post("/predict", json={"text": text}).get_json()
         assert_same_answer(answer_of(result), answer_of(alone))
+
+
+# -- settings: BATCH_MAX and BATCHING=0 --------------------------------------------------------
+
+
+class CountingSession:
+    """Wraps an onnxruntime session: records the rows (texts) of every ``run``."""
+
+    def __init__(self, session):
+        self.session, self.runs = session, []
+
+    def run(self, outputs, feeds):
+        self.runs.append(len(feeds["input_ids"]))
+        return self.session.run(outputs, feeds)
+
+
+def recording(monkeypatch, predictor):
+    """The list of texts per session.run of ``predictor`` from now on."""
+    counting = CountingSession(predictor.session)
+    monkeypatch.setattr(predictor, "session", counting)
+    return counting.runs
+
+
+def answers_equal_the_model(results, texts, tiny_torch, tiny_tokenizer, top_k=5):
+    allowed = offerable(tiny_tokenizer)
+    for text, result in zip(texts, results, strict=True):
+        rows = mask_log_probs(tiny_torch, tiny_tokenizer, text)
+        assert len(result["masks"]) == len(rows)
+        for mask, row in zip(result["masks"], rows, strict=True):
+            got = [(c["token_id"], c["score"]) for c in mask["candidates"]]
+            assert_top_k(got, row, allowed, top_k)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_batch_max_caps_a_request_of_32_texts(
+    tiny_model_dir, monkeypatch, tiny_torch, tiny_tokenizer, batching
+):
+    from conftest import make_config
+
+    from app import create_app
+
+    app = create_app(make_config(tiny_model_dir, batch_max=5, batching=batching))
+    predictor = app.extensions["fillmask"].predictor
+    runs = recording(monkeypatch, predictor)
+    texts = [TEXTS[i % len(TEXTS)] + "。" * (i // len(TEXTS)) for i in range(32)]
+    body = app.test_client().post("/predict", json={"texts": texts}).get_json()
+    assert body["success"] is True and len(body["results"]) == 32
+    assert sum(runs) == 32 and max(runs) <= 5 and len(runs) >= 7, runs
+    answers_equal_the_model(body["results"], texts, tiny_torch, tiny_tokenizer)
+
+
+def test_batching_off_serves_without_a_batcher(
+    tiny_model_dir, monkeypatch, tiny_torch, tiny_tokenizer
+):
+    """BATCHING=0: every request runs the session itself, concurrent ones too, correctly."""
+    from conftest import make_config
+
+    from app import create_app
+
+    app = create_app(make_config(tiny_model_dir, batching=False))
+    predictor = app.extensions["fillmask"].predictor
+    assert not isinstance(getattr(predictor.infer, "__self__", None), MicroBatcher)
+    runs = recording(monkeypatch, predictor)
+    bodies = [{"text": t} for t in TEXTS] + [{"texts": TEXTS[:3], "top_k": 3}]
+
+    def call(body):
+        return app.test_client().post("/predict", json=body).get_json()
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(call, bodies))
+    assert sorted(runs) == sorted([1] * len(TEXTS) + [3])  # one run per request, none shared
+    for body, answer in zip(bodies, answers, strict=True):
+        assert answer["success"] is True
+        if "texts" in body:
+            answers_equal_the_model(answer["results"], body["texts"], tiny_torch, tiny_tokenizer, 3)
+        else:
+            answers_equal_the_model([answer], [body["text"]], tiny_torch, tiny_tokenizer)

@@ -8,6 +8,7 @@ Set FILLMASK_SCREENSHOTS=1 to (re)write the README's screenshots in docs/screens
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ FALLBACK_CSP = (
     "connect-src 'self'; base-uri 'none'; form-action 'self'"
 )
 IDIOM = "画蛇[MASK][MASK]，多此一举。"
+DEBOUNCE_MS = 300  # static/page.js: typing pauses this long before a request is sent
 NOT_LOADING = "() => !document.getElementById('status').classList.contains('status-loading')"
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -64,11 +66,6 @@ def api(server, body):
     return requests.post(server.url + "/predict", json=body, timeout=10).json()
 
 
-def supports(server, body, key):
-    """Whether the server's /predict knows a newer field (its answer carries ``key``)."""
-    return key in api(server, body)
-
-
 def percent(probability):
     """A probability as the page prints it."""
     return "<0.01%" if 0 < probability < 0.01 else f"{probability:.2f}%"
@@ -81,12 +78,14 @@ def records(candidates):
 class Visit:
     """One browser tab on the page, with every request it made and anything that went wrong."""
 
-    def __init__(self, browser, url, width, height, ready=".cand"):
+    def __init__(self, browser, url, width, height, ready=".cand", clock=False):
         self.url = url
         self.context = browser.new_context(
             viewport={"width": width, "height": height}, service_workers="block"
         )
         self.page = self.context.new_page()
+        if clock:
+            self.page.clock.install()  # the page's timers run on a clock the test can stop
         self.requests, self.problems = [], []
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
@@ -153,8 +152,8 @@ def visit(browser, server):
     for the ``ready`` selector (default: the example's candidates)."""
     opened = []
 
-    def open_page(width=1000, height=800, url=None, ready=".cand"):
-        opened.append(Visit(browser, url or server.url, width, height, ready))
+    def open_page(width=1000, height=800, url=None, ready=".cand", clock=False):
+        opened.append(Visit(browser, url or server.url, width, height, ready, clock))
         return opened[-1]
 
     yield open_page
@@ -167,12 +166,18 @@ def to_tuples(shown):
 
 
 def test_type_a_sentence_see_candidates_and_click_one(visit, server):
-    tab = visit()
+    tab = visit(clock=True)
     page = tab.page
     text = "今天天气真[MASK]啊"
+    # The page's clock stands still while the user types, however slowly the machine runs:
+    # no request may leave before the debounce delay has passed after the last key.
+    page.clock.pause_at(time.time() * 1000 + 1000)
     page.fill("#text", "")
     before = tab.predict_requests()
-    tab.predicted(lambda: page.locator("#text").press_sequentially(text), text)
+    page.locator("#text").press_sequentially(text, delay=50)
+    assert tab.predict_requests() == before
+    tab.predicted(lambda: page.clock.run_for(DEBOUNCE_MS + 1), text)
+    page.clock.resume()
     assert tab.predict_requests() == before + 1  # typing is debounced into one request
     expected = api(server, {"text": text, "top_k": 5})
     assert to_tuples(tab.shown()) == [records(expected["result"])]
@@ -316,7 +321,12 @@ def test_stale_answers_never_overwrite_newer_ones(visit, server):
         held[0].continue_()
     except sync_api.Error:
         pass  # the page already dropped it
-    tab.page.wait_for_timeout(500)
+    # Wait until the stale answer has arrived (or was dropped), then for two turns of the
+    # page's event loop, in which a page that used it would have shown it.
+    stale = held[0].request.response()
+    if stale is not None:
+        stale.finished()
+    tab.page.evaluate("() => new Promise((r) => setTimeout(() => setTimeout(r, 0), 0))")
     best = api(server, {"text": newer})["result"][0]["word"]
     assert tab.page.text_content("#best-sentence") == f"明天会{best}雨吗"
 
@@ -350,10 +360,9 @@ def test_phone_width(visit, server):
 def test_readme_screenshots(visit, server):
     out = ROOT / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
-    whole_words = supports(server, {"text": IDIOM, "joint": True}, "blanks")
     for name, width, height in (("page-desktop.png", 1100, 900), ("page-phone.png", 360, 780)):
         tab = visit(width=width, height=height)
-        if whole_words and name == "page-desktop.png":
+        if name == "page-desktop.png":
             tab.page.fill("#choices", "添足、画龙、添花")
             tab.enter(IDIOM)
         else:
@@ -361,22 +370,10 @@ def test_readme_screenshots(visit, server):
         tab.page.screenshot(path=str(out / name), full_page=True)
 
 
-# -- whole-word blanks and multiple choice (issue 8): skipped until the server supports them --
+# -- whole-word blanks and multiple choice ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def whole_words(server):
-    if not supports(server, {"text": IDIOM, "joint": True}, "blanks"):
-        pytest.skip("the server does not support joint yet (no 'blanks' in /predict's answer)")
-
-
-@pytest.fixture(scope="module")
-def choices(server):
-    if not supports(server, {"text": IDIOM, "candidates": ["添足", "画龙"]}, "choices"):
-        pytest.skip("the server does not support candidates yet (no 'choices' in the answer)")
-
-
-def test_adjacent_masks_get_whole_word_candidates(visit, server, whole_words):
+def test_adjacent_masks_get_whole_word_candidates(visit, server):
     tab = visit()
     response = tab.enter(IDIOM)
     assert response.request.post_data_json == {"text": IDIOM, "top_k": 5, "joint": True}
@@ -389,7 +386,7 @@ def test_adjacent_masks_get_whole_word_candidates(visit, server, whole_words):
     assert tab.text() == f"画蛇{word}，多此一举。"
 
 
-def test_choices_are_ranked(visit, server, choices):
+def test_choices_are_ranked(visit, server):
     tab = visit()
     tab.page.fill("#choices", "添足，画龙、添花 点心")  # characters of the tiny vocab
     response = tab.enter(IDIOM)

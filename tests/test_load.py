@@ -185,6 +185,14 @@ def concurrent_clients(server, reuse_port):
         assert min(figures["worker_cpu_share_pct"]) >= 15
 
 
+def wait_for_answers(load, count, seconds=60):
+    """Block until ``load`` has ``count`` successful answers (the load is under way)."""
+    deadline = time.monotonic() + seconds
+    while sum(1 for r in load.results if r[3]) < count:
+        assert time.monotonic() < deadline, f"only {len(load.results)} answers in {seconds} s"
+        time.sleep(0.01)
+
+
 def wait_until_gone(pid, seconds=10):
     """The monotonic time at which process ``pid`` has exited (zombie or reaped)."""
     deadline = time.monotonic() + seconds
@@ -202,16 +210,18 @@ def test_sigkill_one_worker_mid_load(server):
     """Gunicorn replaces a killed worker; only requests in flight on it may fail."""
     victim, survivor = server.worker_pids()
     load = Load(server.url).start()
-    time.sleep(LOAD_SECONDS / 3)
+    wait_for_answers(load, 2 * CLIENTS)  # every client has its connection and is busy
     in_flight = load.in_flight
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     died_at = wait_until_gone(victim)
     new_pid = [p for p in wait_for_workers(server, 2, exclude=[victim]) if p != survivor][0]
     spawned_at = time.monotonic()
-    # The replacement serves: a fresh connection lands on it within a few seconds.
+    # The replacement serves: a fresh connection lands on it once it has booted. Booting the
+    # whole server took ready_s in this run; a replacement under load may take a few times that.
+    boot_allowance = 5 * server.ready_s + 5
     served_at = None
-    while time.monotonic() < spawned_at + 10 and served_at is None:
+    while time.monotonic() < spawned_at + boot_allowance and served_at is None:
         try:
             r = requests.get(server.url + "/health", timeout=5)
             if r.status_code == 200 and r.json()["pid"] == new_pid:
@@ -230,19 +240,22 @@ def test_sigkill_one_worker_mid_load(server):
         "clients_failed": len({r[0] for r in failures}),
         "failure_kinds": sorted({str(r[4]) for r in failures}),
         "ok_after_kill": len(after_kill),
-        "ok_within_1s_of_kill": sum(1 for r in after_kill if r[2] <= killed_at + 1),
+        "ok_before_replacement": sum(1 for r in after_kill if r[2] <= (served_at or killed_at)),
         "replacement_spawned_s": round(spawned_at - killed_at, 2),
         "replacement_served_s": round(served_at - killed_at, 2) if served_at else None,
     }
     record("sigkill_worker", figures)
     assert server.proc.poll() is None, "the master died"
-    assert served_at is not None and served_at - killed_at < 10
-    # Only requests sent before the worker was gone may fail: those in flight on it, or queued
-    # on its listening socket (with REUSE_PORT each worker has its own) while it died.
-    late = [r for r in failures if r[1] > died_at + 0.2]
-    assert not late, late
-    assert figures["ok_within_1s_of_kill"] > 0, "the other worker stopped answering"
-    assert [r for r in load.results if r[3] and r[1] > spawned_at + 1]
+    assert served_at is not None, f"no replacement answered within {boot_allowance:.0f} s"
+    # Only requests on connections to the killed worker may fail (in flight on it, or queued on
+    # its own REUSE_PORT socket): each client fails at most once, then reconnects and is served.
+    per_client = {}
+    for client, *_ in failures:
+        per_client[client] = per_client.get(client, 0) + 1
+    assert max(per_client.values(), default=0) <= 1, per_client
+    assert not [r for r in failures if r[1] >= spawned_at], "a request failed after the respawn"
+    assert figures["ok_before_replacement"] > 0, "the other worker stopped answering"
+    assert [r for r in load.results if r[3] and r[1] > served_at], "nothing served afterwards"
 
 
 def send_partial(url, body):
@@ -272,6 +285,35 @@ def finish(sock, body):
     return int(head.split()[1]), payload
 
 
+def wait_accepted(server, socks, seconds=10):
+    """Block until a worker holds the server side of each of ``socks`` (accepted them)."""
+    ports = {sock.getsockname()[1] for sock in socks}
+    deadline = time.monotonic() + seconds
+    while True:
+        remote = set()
+        for pid in server.worker_pids():
+            for conn in psutil.Process(pid).net_connections("tcp"):
+                if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
+                    remote.add(conn.raddr.port)
+        if ports <= remote:
+            return
+        assert time.monotonic() < deadline, "the workers did not accept the connections"
+        time.sleep(0.01)
+
+
+def wait_refused(url, seconds=10):
+    """Block until a new connection to ``url`` is refused."""
+    host, port = url.split("//")[1].split(":")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return
+        assert time.monotonic() < deadline, "the server still accepts connections"
+        time.sleep(0.01)
+
+
 def test_sigterm_master_finishes_in_flight(tiny_model_dir):
     """SIGTERM: requests in flight complete, new connections are not served, exit is clean."""
     with GunicornServer(
@@ -279,10 +321,10 @@ def test_sigterm_master_finishes_in_flight(tiny_model_dir):
     ) as server:
         body = json.dumps({"text": "今天天气真[MASK]啊"}, ensure_ascii=False).encode()
         socks = [send_partial(server.url, body) for _ in range(3)]
-        time.sleep(0.5)  # the workers are now reading those bodies
+        wait_accepted(server, socks)  # the workers are now reading those bodies
         server.proc.send_signal(signal.SIGTERM)
         sent_at = time.monotonic()
-        time.sleep(1.0)
+        wait_refused(server.url)  # the listening sockets are closed
         refused = 0
         for _ in range(3):
             try:
@@ -304,6 +346,7 @@ def test_sigterm_master_finishes_in_flight(tiny_model_dir):
         record("sigterm_master", figures)
         assert [s for s, _ in answers] == [200, 200, 200]
         assert all(json.loads(p)["success"] is True for _, p in answers)
+        # In-flight requests finished well inside the graceful timeout (nothing was cut).
         assert code == 0 and stopped_s < 20
 
 

@@ -66,7 +66,22 @@ def test_security_headers_everywhere(client, method, path, body, status):
     assert r.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert r.headers["X-Frame-Options"] == "DENY"
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.mark.parametrize(
+    "method,path,allowed",
+    [
+        ("get", "/predict", {"POST", "OPTIONS"}),
+        ("put", "/fill-mask", {"POST", "OPTIONS"}),
+        ("post", "/health", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_405_names_the_allowed_methods(client, method, path, allowed):
+    r = getattr(client, method)(path)
+    assert r.status_code == 405 and r.get_json()["code"] == "method_not_allowed"
+    assert {m.strip() for m in r.headers["Allow"].split(",")} == allowed
 
 
 def test_csp_forbids_inline_script():
@@ -138,6 +153,18 @@ def test_cors_wildcard(tiny_model_dir):
     assert preflight(c, "http://any.example").headers["Access-Control-Allow-Origin"] == "*"
     r = c.post("/predict", json=GOOD, headers={"Origin": "http://any.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong"])
+def test_cors_headers_on_a_401(locked, header):
+    """An allowed page must be able to read the 401 (to ask for the token)."""
+    headers = {"Origin": "http://ok.example"} | ({"Authorization": header} if header else {})
+    r = locked.post("/predict", json=GOOD, headers=headers)
+    assert r.status_code == 401
+    assert r.headers["Access-Control-Allow-Origin"] == "http://ok.example"
+    assert "Origin" in r.headers["Vary"]
+    other = locked.post("/predict", json=GOOD, headers={"Origin": "http://evil.example"})
+    assert other.status_code == 401 and "Access-Control-Allow-Origin" not in other.headers
 
 
 def test_preflight_needs_no_token(locked):
@@ -284,6 +311,67 @@ def test_gunicorn_refuses_a_tampered_model(tiny_model_dir, tmp_path):
     assert len(lines) == 1 and "sha256" in lines[0] and "model.onnx" in lines[0]
     assert "Traceback" not in server.output()
     assert "worker" not in server.output().lower().replace("workers", "")
+
+
+def model_error(directory, **kwargs):
+    """The ModelFilesError message for opening ``directory``."""
+    from fillmask.errors import ModelFilesError
+    from fillmask.model_files import open_model_dir
+
+    with pytest.raises(ModelFilesError) as info:
+        open_model_dir(directory, **kwargs)
+    return str(info.value)
+
+
+def test_bad_precision_is_refused(tiny_model_dir):
+    message = model_error(tiny_model_dir, precision="fp16")
+    assert "MODEL_PRECISION" in message and "'fp16'" in message
+    assert "fp32" in message and "int8" in message
+
+
+def test_unreadable_manifest_is_refused(tiny_model_dir, tmp_path):
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "manifest.json").write_text("{not json", encoding="utf-8")
+    message = model_error(bad)
+    assert "manifest.json" in message and "unreadable" in message and "export_onnx.py" in message
+    app = build(bad, strict=False)
+    assert app.test_client().post("/predict", json=GOOD).status_code == 503
+
+
+def test_file_not_in_the_manifest_is_refused(tiny_model_dir, tmp_path):
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, bad)
+    manifest = json.loads((bad / "manifest.json").read_text(encoding="utf-8"))
+    del manifest["files"]["tokenizer.json"]
+    (bad / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    for verify in ("size", "sha256"):
+        message = model_error(bad, verify=verify)
+        assert "tokenizer.json is not listed in the manifest" in message
+
+
+def test_missing_int8_file_names_the_export_option(tiny_model_dir, tmp_path):
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "model.int8.onnx").unlink()
+    message = model_error(bad, precision="int8")
+    assert "model.int8.onnx" in message and "--int8" in message
+    assert build(bad).extensions["fillmask"].predictor is not None  # fp32 still loads
+
+
+def test_model_verify_none_skips_the_comparison(tiny_model_dir, tmp_path):
+    """MODEL_VERIFY=none loads files that no longer match the manifest (at the user's risk)."""
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, bad)
+    with open(bad / "tokenizer.json", "a", encoding="utf-8") as handle:
+        handle.write(" ")  # size and sha256 now differ
+    assert "bytes" in model_error(bad, verify="size")
+    assert "sha256" in model_error(bad, verify="sha256") or "bytes" in model_error(
+        bad, verify="sha256"
+    )
+    app = build(bad, model_verify="none")
+    r = app.test_client().post("/predict", json=GOOD)
+    assert r.status_code == 200 and r.get_json()["success"] is True
 
 
 def test_manifest_matches_the_files(tiny_model_dir):

@@ -106,3 +106,62 @@ def test_worker_warms_the_model_before_its_first_request(tiny_model_dir, monkeyp
     )
     create_app(make_config(tiny_model_dir))
     assert calls == [1]  # one run at load, before any request arrives
+
+
+# -- MODEL_PRECISION=int8 and a bad setting ------------------------------------------------------
+
+
+def assert_int8_answer(body, tiny_model_dir, tiny_tokenizer, text, top_k=5):
+    """``body`` (a /predict answer) ranks like a plain onnxruntime run of model.int8.onnx."""
+    from reference import assert_top_k, offerable, onnx_mask_log_probs
+
+    assert body["model"] == "tiny-random-bert" and body["precision"] == "int8"
+    rows = onnx_mask_log_probs(tiny_model_dir / "model.int8.onnx", tiny_tokenizer, text)
+    allowed = offerable(tiny_tokenizer)
+    assert len(body["masks"]) == len(rows)
+    for mask, row in zip(body["masks"], rows, strict=True):
+        got = [(c["token_id"], c["score"]) for c in mask["candidates"]]
+        assert_top_k(got, row, allowed, top_k)
+
+
+def test_int8_through_create_app(tiny_model_dir, tiny_tokenizer):
+    from conftest import make_config
+
+    from app import create_app
+
+    client = create_app(make_config(tiny_model_dir, model_precision="int8")).test_client()
+    health = client.get("/health").get_json()
+    assert health["status"] == "ok" and health["precision"] == "int8"
+    text = "床前明月[MASK]，疑是地上[MASK]。"
+    body = client.post("/predict", json={"text": text}).get_json()
+    assert_int8_answer(body, tiny_model_dir, tiny_tokenizer, text)
+
+
+def test_int8_through_gunicorn(tiny_model_dir, tiny_tokenizer):
+    with GunicornServer(tiny_model_dir, WORKERS=1, MODEL_PRECISION="int8") as server:
+        assert requests.get(server.url + "/health", timeout=10).json()["precision"] == "int8"
+        text = "今天天气真[MASK]啊"
+        body = requests.post(server.url + "/predict", json={"text": text}, timeout=30).json()
+    assert_int8_answer(body, tiny_model_dir, tiny_tokenizer, text)
+    assert "model tiny-random-bert (int8)" in server.output()
+
+
+@pytest.mark.parametrize(
+    "env,named",
+    [
+        ({"MAX_LENGTH": "lots"}, "MAX_LENGTH='lots'"),
+        ({"BATCHING": "maybe"}, "BATCHING='maybe'"),
+        ({"MODEL_PRECISION": "fp16"}, "MODEL_PRECISION"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_with_one_line(tiny_model_dir, env, named):
+    server = GunicornServer(tiny_model_dir, startup_timeout=30, **env)
+    with pytest.raises(RuntimeError) as info:
+        server.start()
+    server.stop()
+    assert server.proc.returncode not in (0, None)
+    assert "gunicorn exited with" in str(info.value)
+    lines = [line for line in server.output().splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and named in lines[0], server.output()
+    assert "Traceback" not in server.output()
+    assert "Booting worker" not in server.output()

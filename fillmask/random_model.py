@@ -98,8 +98,10 @@ def build_random_model(
     torch.manual_seed(seed)
     model = BertForMaskedLM(config)
     if hidden_size <= 64:
-        # A tiny model initialised at std 0.02 predicts an almost flat distribution; spread the
-        # output weights so rankings are well separated and parity checks are meaningful.
+        # A tiny model initialised at std 0.02 predicts an almost flat distribution (scores all
+        # near 1/vocab), where a wrong word scores like the right one and a test could not tell
+        # them apart. Spreading the output weights makes scores differ, for every seed alike;
+        # tests still compare rankings with a float tolerance, so none depends on the seed.
         with torch.no_grad():
             model.cls.predictions.decoder.weight.mul_(20.0)
     model.eval()

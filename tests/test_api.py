@@ -257,8 +257,16 @@ def test_hf_targets_equal_the_model(client, torch_ref, tiny_tokenizer):
 
 
 def test_health(client):
+    import os
+
     body = client.get("/health").get_json()
-    assert body["status"] == "ok" and body["max_length"] == 64 and body["pid"] > 0
+    assert body == {
+        "status": "ok",
+        "model": "tiny-random-bert",
+        "precision": "fp32",
+        "max_length": 64,
+        "pid": os.getpid(),  # the test client serves in this process
+    }
 
 
 @pytest.mark.parametrize(

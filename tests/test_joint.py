@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from reference import assert_same_ranking
 
 from fillmask import joint
 
@@ -69,8 +70,7 @@ def test_joint_decoding_equals_the_pytorch_reference(predictor, tiny_torch, tiny
     want = reference_decode(tiny_torch, tiny_tokenizer, text, predictor.excluded, 5, joint.BEAM)
     assert len(got) == len(want)
     for blank, expected in zip(got, want, strict=True):
-        assert [w.word for w in blank.words] == [w for w, _ in expected]
-        assert [w.score for w in blank.words] == pytest.approx([s for _, s in expected], abs=1e-3)
+        assert_same_ranking([(w.word, w.score) for w in blank.words], expected)
 
 
 def test_one_call_per_step_with_the_beam_batched(predictor, monkeypatch):
@@ -166,11 +166,18 @@ def test_api_joint_adds_blanks_and_keeps_masks(client):
     ]
 
 
-def test_api_joint_with_texts(client):
+def test_api_joint_with_texts(client, predictor, tiny_torch, tiny_tokenizer):
     texts = ["画蛇[MASK][MASK]。", "[MASK]前明月光"]
     body = client.post("/predict", json={"texts": texts, "joint": True, "top_k": 2}).get_json()
     assert [len(r["blanks"]) for r in body["results"]] == [1, 1]
     assert body["results"][0]["blanks"][0]["masks"] == [0, 1]
+    assert body["results"][1]["blanks"][0]["masks"] == [0]
+    for text, result in zip(texts, body["results"], strict=True):
+        (want,) = reference_decode(
+            tiny_torch, tiny_tokenizer, text, predictor.excluded, 2, joint.BEAM
+        )
+        words = result["blanks"][0]["words"]
+        assert_same_ranking([(w["word"], w["score"]) for w in words], want)
 
 
 def test_api_joint_false_is_the_default_shape(client):

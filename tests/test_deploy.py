@@ -188,8 +188,8 @@ def test_run_sh_check_on_a_fresh_machine_plans_everything_and_changes_nothing(tm
         f"venv: install requirements.txt into {tmp_path}/venv",
         f"model: export google-bert/bert-base-chinese to {tmp_path}/models/m "
         f"(torch in {tmp_path}/venv-export; a few minutes, 2.5 GB of memory)",
-        "export venv: install torch==2.13.0 (https://download.pytorch.org/whl/cpu) and "
-        f"requirements-export.txt into {tmp_path}/venv-export",
+        "export venv: install torch==2.13.0 and requirements-export.txt into "
+        f"{tmp_path}/venv-export",
         f"serve: gunicorn -c gunicorn.conf.py app:app (BIND=127.0.0.1:5999, "
         f"MODEL_DIR={tmp_path}/models/m, MODEL_PRECISION=fp32)",
     ]
@@ -197,7 +197,7 @@ def test_run_sh_check_on_a_fresh_machine_plans_everything_and_changes_nothing(tm
 
 
 def test_run_sh_second_start_installs_and_exports_nothing(tmp_path):
-    fake_venv(tmp_path / "venv", "requirements.txt")
+    fake_venv(tmp_path / "venv", "requirements.txt", "constraints.txt")
     model = tmp_path / "models" / "m"
     model.mkdir(parents=True)
     (model / "manifest.json").write_text("{}")
@@ -212,15 +212,17 @@ def test_run_sh_second_start_installs_and_exports_nothing(tmp_path):
 
 
 def test_run_sh_reinstalls_when_requirements_change(tmp_path):
-    fake_venv(tmp_path / "venv", "requirements.txt")
+    fake_venv(tmp_path / "venv", "requirements.txt", "constraints.txt")
     (tmp_path / "venv" / ".requirements.sha256").write_text("0" * 64 + "\n")
     result = run_sh(tmp_path, "--check")
     assert f"venv: install requirements.txt into {tmp_path}/venv" in result.stdout
 
 
 def test_run_sh_exports_from_a_local_copy_with_a_ready_export_venv(tmp_path):
-    fake_venv(tmp_path / "venv", "requirements.txt")
-    fake_venv(tmp_path / "venv-export", "requirements-export.txt", "requirements.txt")
+    fake_venv(tmp_path / "venv", "requirements.txt", "constraints.txt")
+    fake_venv(
+        tmp_path / "venv-export", "requirements-export.txt", "requirements.txt", "constraints.txt"
+    )
     result = run_sh(tmp_path, "--check", "./bert-base-chinese")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -228,16 +230,22 @@ def test_run_sh_exports_from_a_local_copy_with_a_ready_export_venv(tmp_path):
     assert lines[2] == f"export venv: {tmp_path}/venv-export up to date"
 
 
-def test_run_sh_can_take_torch_from_pypi(tmp_path):
-    result = run_sh(tmp_path, "--check", TORCH_INDEX_URL="")
-    assert result.stdout.splitlines()[2] == (
-        f"export venv: install torch==2.13.0 (PyPI) and requirements-export.txt into "
-        f"{tmp_path}/venv-export"
+@pytest.mark.parametrize("given", ["", "https://mirror.example/whl"])
+def test_torch_index_is_the_one_given(given):
+    """TORCH_INDEX_URL set (even empty: the default index, PyPI) is used as it is, unprobed."""
+    result = subprocess.run(
+        ["bash", "-c", ". scripts/venv.sh; torch_index"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TORCH_INDEX_URL=given, PYTHON=sys.executable),
+        timeout=30,
     )
+    assert result.returncode == 0 and result.stdout == given and result.stderr == ""
 
 
 def test_run_sh_prepare_stops_before_serving(tmp_path):
-    fake_venv(tmp_path / "venv", "requirements.txt")
+    fake_venv(tmp_path / "venv", "requirements.txt", "constraints.txt")
     (tmp_path / "models" / "m").mkdir(parents=True)
     (tmp_path / "models" / "m" / "manifest.json").write_text("{}")
     result = run_sh(tmp_path, "--prepare")

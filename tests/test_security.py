@@ -120,15 +120,18 @@ def test_cors_closed_by_default(client):
     assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers
     p = preflight(client, "http://other.example")
     assert p.status_code == 403 and p.get_json()["code"] == "origin_not_allowed"
+    assert p.get_json()["success"] is False and set(p.get_json()) == {"success", "error", "code"}
     assert "CORS_ORIGINS" in p.get_json()["error"]
     assert "Access-Control-Allow-Origin" not in p.headers
 
 
 def test_cors_allowed_origin(locked):
     p = preflight(locked, "http://also.example")
-    assert p.status_code == 204 and p.get_data() == b""
+    assert p.status_code == 204 and p.get_data() == b"" and "Content-Type" not in p.headers
     assert p.headers["Access-Control-Allow-Origin"] == "http://also.example"
-    assert "POST" in p.headers["Access-Control-Allow-Methods"]
+    methods = {m.strip() for m in p.headers["Access-Control-Allow-Methods"].split(",")}
+    assert methods == {"GET", "POST", "OPTIONS"}
+    assert p.headers["Access-Control-Max-Age"] == "600"  # browsers cache the answer 10 minutes
     assert {"content-type", "authorization"} <= {
         h.strip().lower() for h in p.headers["Access-Control-Allow-Headers"].split(",")
     }
@@ -195,8 +198,11 @@ def test_token_refused(locked, path, header, hint):
     r = locked.post(path, json=body, headers=headers)
     assert r.status_code == 401
     got = r.get_json()
+    assert set(got) == {"success", "error", "code"} and got["success"] is False
     assert got["code"] == "unauthorized" and hint in got["error"] and "s3cret" not in got["error"]
-    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    # RFC 6750: a wrong token is "invalid_token"; no token at all gets no error attribute.
+    expected = 'Bearer realm="fillmask"' + (', error="invalid_token"' if hint == "wrong" else "")
+    assert r.headers["WWW-Authenticate"] == expected
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])

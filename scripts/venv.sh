@@ -4,27 +4,35 @@
 # The stamp names exactly what was installed, so an edited requirements file reinstalls.
 requirements_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
-# A venv runs when its python starts and finds its own pip: a dangling bin/python (Python
-# removed) or a venv of another Python version (site-packages of the old one) both fail here.
-venv_runs() { [ -x "$1/bin/python" ] && "$1/bin/python" -c 'import pip' 2>/dev/null; }
+# A venv runs when its python starts and is the Python it was made with (pyvenv.cfg's version):
+# a dangling bin/python (Python removed) or a venv of another Python version both fail here.
+venv_runs() {
+  local made
+  [ -x "$1/bin/python" ] || return 1
+  made="$(sed -n 's/^version *= *\([0-9]*\.[0-9]*\).*/\1/p' "$1/pyvenv.cfg" 2>/dev/null | head -n 1)"
+  "$1/bin/python" -c 'import sys; sys.exit(sys.argv[1] not in ("", "%d.%d" % sys.version_info[:2]))' \
+    "$made" 2>/dev/null
+}
+
+has_pip() { "$1/bin/python" -c 'import pip' 2>/dev/null; }
 
 venv_ready() {   # venv_ready DIR FILES...: runs, and its stamp matches FILES
   local dir="$1"; shift
   venv_runs "$dir" && [ "$(cat "$dir/.requirements.sha256" 2>/dev/null)" = "$(requirements_hash "$@")" ]
 }
 
-make_venv() {    # make_venv DIR: create DIR, or recreate it when its python no longer runs
+make_venv() {    # make_venv DIR: create DIR, or recreate it when its python or pip does not run
   local dir="$1" clear=()
-  venv_runs "$dir" && return 0
+  venv_runs "$dir" && has_pip "$dir" && return 0
   if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
     if [ ! -f "$dir/pyvenv.cfg" ]; then
       say "$dir exists and is not a virtual environment: move it away, or set another path" >&2
       exit 1
     fi
-    say "venv: $dir/bin/python does not run (Python upgraded or removed?): recreating $dir"
+    say "venv: $dir/bin/python or its pip does not run (Python upgraded or removed?): recreating $dir"
     clear=(--clear)
   fi
-  "$PYTHON" -m venv "${clear[@]}" "$dir" && venv_runs "$dir" || {
+  "$PYTHON" -m venv "${clear[@]}" "$dir" && has_pip "$dir" || {
     say "could not create $dir with $PYTHON; on Debian / Raspberry Pi OS: sudo apt install python3-venv" >&2
     exit 1
   }

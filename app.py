@@ -22,6 +22,8 @@ from fillmask.runner import UnbatchedRunner
 from fillmask.watchdog import RunWatch
 
 logger = logging.getLogger("fillmask")
+# A hung worker that cannot stop gracefully exits this long after REQUEST_TIMEOUT (seconds).
+EXIT_MARGIN_SECONDS = 2
 
 
 def create_app(config=None):
@@ -116,8 +118,9 @@ def stop_hung_worker(rt):
         # Gunicorn's worker stops gracefully on SIGTERM and its master starts a new one. Requests
         # waiting for the hung run get their 504 within REQUEST_TIMEOUT meanwhile.
         os.kill(os.getpid(), signal.SIGTERM)
-        # A thread stuck inside session.run would keep the process from ever exiting.
-        threading.Event().wait(rt.config.request_timeout + 5)
+        # A thread stuck inside session.run would keep the process from ever exiting. Every other
+        # request in flight has its answer within REQUEST_TIMEOUT; a little more to send it.
+        threading.Event().wait(rt.config.request_timeout + EXIT_MARGIN_SECONDS)
         logger.error("the worker did not stop after a hung model run; exiting now")
         os._exit(1)
 

@@ -1,6 +1,6 @@
 """Gunicorn settings for the fill-mask service: ``gunicorn app:app`` reads this file.
 
-Every setting can be overridden from the environment (README, "Configuration"). No
+Every setting can be overridden from the environment (docs/configuration.md). No
 ``preload_app``: each worker imports the app after the fork and builds its own onnxruntime
 session (sessions are not fork-safe) before it accepts its first request.
 """

@@ -1,7 +1,7 @@
 """Service configuration: read once from the environment, with defaults, then passed down.
 
 Every knob has an environment variable of the same name in upper case (``model_dir`` ←
-``MODEL_DIR``); the README's configuration table lists them all.
+``MODEL_DIR``); docs/configuration.md lists them all.
 """
 
 import os

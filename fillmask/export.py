@@ -33,8 +33,6 @@ class ExportError(Exception):
 
 def load_source(source):
     """Load ``BertForMaskedLM`` + fast tokenizer from a hub id or a local save_pretrained dir."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
     local = Path(source).expanduser()
     looks_local = local.exists() or source.startswith((".", "/", "~"))
     if looks_local and not (local / "config.json").is_file():
@@ -42,6 +40,9 @@ def load_source(source):
             f"{source}: not a model directory (no config.json). Pass a directory written by "
             "save_pretrained() or a hub id such as google-bert/bert-base-chinese."
         )
+    # Imported only now: a wrong path is told at once, not after seconds of importing torch.
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
     try:
         # Eager attention: the TorchScript exporter cannot trace SDPA, and only this path lets
         # onnxruntime's optimizer fuse Attention and EmbedLayerNormalization (see export_graph).

@@ -5,7 +5,8 @@
 # requirements files and constraints.txt), with torch as the CPU build and requirements-dev.txt,
 # all at the versions of constraints.txt; then:
 #   1. ruff check + ruff format --check (a finding fails the command);
-#   2. without PYTEST_ARGS: the whole suite (FILLMASK_TEST_SEED=0), then the fast tests with
+#   2. without PYTEST_ARGS: the whole suite (FILLMASK_TEST_SEED=0, FUZZ_EXAMPLES=400,
+#      SCHEMATHESIS_EXAMPLES=100 unless set), then the fast tests with
 #      FILLMASK_TEST_SEED=1 and 2 (-m "not browser and not load and not install": run.sh's tests
 #      do not depend on the weights), then the emulated Raspberry Pi check (scripts/pi-check.sh)
 #      when running as root with its tools installed;
@@ -81,7 +82,8 @@ step "ruff format --check" "$TEST_VENV/bin/ruff" format --check .
 if [ "${#PYTEST_ARGS[@]}" -gt 0 ]; then
   step "pytest ${PYTEST_ARGS[*]}" pytest_pass "${FILLMASK_TEST_SEED:-0}" "${PYTEST_ARGS[@]}"
 else
-  step "pytest, the whole suite, seed 0" pytest_pass 0
+  FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-400}" SCHEMATHESIS_EXAMPLES="${SCHEMATHESIS_EXAMPLES:-100}" \
+    step "pytest, the whole suite, seed 0 (more fuzzing)" pytest_pass 0
   for seed in 1 2; do
     step "pytest, fast tests, seed $seed" \
       pytest_pass "$seed" -q -m "not browser and not load and not install"

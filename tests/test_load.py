@@ -1,8 +1,8 @@
 """Load, faults and soak against a real Gunicorn on loopback (``python -m pytest -m load``).
 
-Bounded in count and time, they stop by themselves. Short by default; the README's command sets
-the full durations: LOAD_SECONDS=30 SOAK_REQUESTS=20000. Figures (p99, failure counts, RSS
-growth) are printed and written to artefacts/reliability.json.
+Bounded in count and time, they stop by themselves. Short by default; the command in
+docs/reliability.md sets the full durations: LOAD_SECONDS=30 SOAK_REQUESTS=20000. Figures
+(p99, failure counts, RSS growth) are printed and written to artefacts/reliability.json.
 """
 
 import json

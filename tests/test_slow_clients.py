@@ -117,7 +117,7 @@ def test_slow_clients_behind_nginx_do_not_block_others(tiny_model_dir, tmp_path)
         for thread in slow:
             thread.start()
         try:
-            times, errors = latencies(nginx.url, 4.0)
+            times, errors = latencies(nginx.url, 2.0)
         finally:
             stop.set()
             for thread in slow:

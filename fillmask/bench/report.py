@@ -80,7 +80,7 @@ def write_json(results, path):
 
 
 def markdown(results):
-    """The Markdown summary the README's Performance section is copied from."""
+    """The Markdown summary bench.py writes to docs/bench/results.md."""
     meta = results["meta"]
     lines = [
         f"**Weights: {meta['weights']}.**",

@@ -55,11 +55,37 @@ def test_prepare_refuses(predictor, text, code):
     assert info.value.code == code and info.value.status == 400
 
 
-def test_window_keeps_masks_and_limits_length(predictor):
-    text = "一" * 30 + "[MASK]" + "二" * 5 + "[MASK]" + "三" * 300
+def _vocab_ids(tiny_model_dir):
+    """token -> id straight from the model's vocab.txt (one token per line)."""
+    lines = (tiny_model_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    return {token: i for i, token in enumerate(lines)}
+
+
+def test_window_keeps_masks_and_limits_length(predictor, tiny_model_dir):
+    """Masks near the start: the window is the text's first max_length-2 tokens."""
+    ids = _vocab_ids(tiny_model_dir)
+    one, two, three, mask = (ids.get(c, ids["[UNK]"]) for c in ("一", "二", "三", "[MASK]"))
+    text = "一" * 3 + "[MASK]" + "二" * 5 + "[MASK]" + "三" * 300
     item = predictor.prepare(text)
-    assert len(item.input_ids) == predictor.max_length
-    assert item.num_masks == 2
+    room = predictor.max_length - 2
+    body = [one] * 3 + [mask] + [two] * 5 + [mask] + [three] * (room - 10)
+    assert list(item.input_ids) == [ids["[CLS]"], *body, ids["[SEP]"]]
+    assert item.mask_positions == (4, 10)
+
+
+def test_window_centres_a_mask_far_into_the_text(predictor, tiny_model_dir):
+    """A mask in the middle of a long text gets context on both sides, as evenly as possible."""
+    ids = _vocab_ids(tiny_model_dir)
+    one, three, mask = (ids.get(c, ids["[UNK]"]) for c in ("一", "三", "[MASK]"))
+    item = predictor.prepare("一" * 200 + "[MASK]" + "三" * 200)
+    window = list(item.input_ids)
+    assert len(window) == predictor.max_length
+    assert window[0] == ids["[CLS]"] and window[-1] == ids["[SEP]"]
+    (at,) = item.mask_positions
+    assert window[at] == mask
+    left, right = window[1:at], window[at + 1 : -1]
+    assert set(left) == {one} and set(right) == {three}
+    assert abs(len(left) - len(right)) <= 1
 
 
 def test_config_from_env():

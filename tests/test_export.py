@@ -17,13 +17,6 @@ def manifest(tiny_model_dir):
     return json.loads((tiny_model_dir / "manifest.json").read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def torch_model(tiny_source):
-    from transformers import BertForMaskedLM
-
-    return BertForMaskedLM.from_pretrained(tiny_source, attn_implementation="eager").eval()
-
-
 def torch_rows(model, ids):
     """Log-probs at the [MASK] rows of one unpadded sequence, straight from PyTorch."""
     with torch.no_grad():
@@ -57,11 +50,11 @@ def test_tokenizer_reads_chinese_as_single_characters(tiny_model_dir):
         ["没[MASK]", "春眠不觉[MASK]，处处闻啼鸟。夜来风雨[MASK]，花落知多少。"],
     ],
 )
-def test_onnx_equals_pytorch_on_padded_batches(predictor, torch_model, texts):
+def test_onnx_equals_pytorch_on_padded_batches(predictor, tiny_torch, texts):
     items = [predictor.prepare(t) for t in texts]
     got = predictor.log_probs(items)
     for item, rows in zip(items, got, strict=True):
-        ref = torch_rows(torch_model, list(item.input_ids))
+        ref = torch_rows(tiny_torch, list(item.input_ids))
         assert rows.shape == ref.shape == (item.num_masks, predictor.exclusion_bias.size)
         assert np.max(np.abs(rows - ref)) < 1e-4
         # The same top 5, where two words may trade places only on a near-tie in PyTorch.

@@ -65,7 +65,8 @@ def register_deadline(app, config):
 
 def load_predictor(rt):
     """Create the worker's predictor; keep the reason when it cannot (503s until fixed)."""
-    from fillmask.predictor import Predictor, return_freed_memory
+    from fillmask.predictor import Predictor
+    from fillmask.session import return_freed_memory
 
     cfg = rt.config
     return_freed_memory()  # before the session is built: its parsed copy goes back to the OS

@@ -58,7 +58,7 @@ def gemm_peak(threads, m=512, k=768, n=3072, reps=20):
 
     The shape is BERT's feed-forward layer at 512 tokens: large enough to run at full speed.
     """
-    from fillmask.predictor import create_session
+    from fillmask.session import create_session
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gemm.onnx"

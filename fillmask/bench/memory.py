@@ -157,7 +157,7 @@ def measure(variants, models, threads, reps):
 
 def session_load_times(paths, threads, reps):
     """Median seconds to create each ONNX session (name → path), interleaved."""
-    from fillmask.predictor import create_session
+    from fillmask.session import create_session
 
     times = {name: [] for name in paths}
     for _ in range(reps):

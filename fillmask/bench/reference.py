@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from fillmask.predictor import create_session
+from fillmask.session import create_session
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import logging
+import os
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +54,35 @@ def open_model_dir(directory, precision="fp32", verify="size", check_parity=True
     ``verify``: "sha256" hashes every file against the manifest (slow for fp32, ~1 s on a PC,
     several on a Pi: done once by the Gunicorn master), "size" compares sizes only (each worker),
     "none" skips the comparison. ``check_parity``: refuse a model whose export did not pass its
-    parity check with PyTorch (off only for the exporter, which runs that check).
+    parity check with PyTorch (off only for the exporter, which runs that check). A file or
+    directory the service cannot read or list is a ``ModelFilesError`` naming it and the user.
     """
-    directory = Path(directory)
+    try:
+        return _open_model_dir(Path(directory), precision, verify, check_parity)
+    except OSError as exc:
+        raise ModelFilesError(unreadable(exc, directory)) from None
+
+
+def unreadable(exc, directory):
+    """The one-line message for an OSError met while reading the model directory."""
+    path = exc.filename or directory
+    if not isinstance(exc, PermissionError):
+        return f"cannot read {path}: {exc.strerror or exc}"
+    uid = os.geteuid()
+    try:  # an image's uid often has no passwd entry
+        user = f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        user = f"uid {uid}"
+    # Exported by another account (export_onnx.py's directory used to be 0700): a+rX gives
+    # everyone read access and directories their search bit, and makes no file executable.
+    return (
+        f"cannot read {path}: permission denied for {user}; make the model readable to it, "
+        f"e.g. chmod -R a+rX {directory}"
+    )
+
+
+def _open_model_dir(directory, precision, verify, check_parity):
+    """``open_model_dir`` without the translation of OSError."""
     hint = EXPORT_HINT.format(dir=directory)
     if precision not in PRECISION_FILES:
         raise ModelFilesError(
@@ -65,6 +93,8 @@ def open_model_dir(directory, precision="fp32", verify="size", check_parity=True
         raise ModelFilesError(f"no exported model at {directory} (missing {MANIFEST}); {hint}")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except PermissionError:
+        raise
     except (OSError, ValueError) as exc:
         raise ModelFilesError(f"{manifest_path} is unreadable ({exc}); {hint}") from None
     _check_manifest(manifest, manifest_path, hint)
@@ -77,6 +107,7 @@ def open_model_dir(directory, precision="fp32", verify="size", check_parity=True
             raise ModelFilesError(
                 f"missing {path}; create it with: python export_onnx.py --output {directory}{extra}"
             )
+        open(path, "rb").close()  # readable by this user: the worker loads it later
         _verify(path, manifest.get("files", {}).get(path.name), verify, hint)
     return files
 

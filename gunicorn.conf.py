@@ -57,10 +57,43 @@ limit_request_field_size = int(os.environ.get("LIMIT_REQUEST_FIELD_SIZE", "8190"
 
 # -- Logging -----------------------------------------------------------------------------------
 loglevel = os.environ.get("LOG_LEVEL", "info")
+if loglevel.lower() not in ("debug", "info", "warning", "error", "critical"):
+    sys.exit(
+        f"cannot start: LOG_LEVEL={loglevel} is not one of debug, info, warning, error, critical"
+    )
 errorlog = "-"
 accesslog = None if os.environ.get("ACCESS_LOG", "1").lower() in ("0", "false", "off") else "-"
 # %(M)s: request duration in milliseconds.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# One format for Gunicorn's lines, the access log and the app's "fillmask.*" loggers: Gunicorn's
+# own, with time and pid. Gunicorn applies this over glogging.CONFIG_DEFAULTS, whose formatters,
+# handlers and loggers it replaces whole; anything else (root) lands on stderr from WARNING up.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "generic": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+        }
+    },
+    "handlers": {
+        name: {"class": "logging.StreamHandler", "formatter": "generic", "stream": stream}
+        for name, stream in (("stderr", "ext://sys.stderr"), ("stdout", "ext://sys.stdout"))
+    },
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        # With a logconfig_dict Gunicorn always logs access: ACCESS_LOG=0 gives it no handler.
+        "gunicorn.access": {"handlers": ["stdout"] if accesslog else [], "propagate": False},
+        "fillmask": {"level": loglevel.upper()},  # through root's handler
+    },
+}
+
+# -- Control socket ----------------------------------------------------------------------------
+# Gunicorn >= 25.1 opens a management socket (gunicornc) at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl, one path for every instance of a user: nothing here uses it.
+control_socket_disable = True
 
 
 def on_starting(server):
@@ -74,7 +107,7 @@ def on_starting(server):
         # The workers' Config, read here too: one set of defaults, and a bad value (say
         # MAX_LENGTH=lots) stops the server with one line instead of failing every worker boot.
         cfg = Config.from_env()
-        check_timeouts(cfg, server.cfg.timeout)
+        check_timeouts(cfg, server.cfg.timeout, server.cfg.graceful_timeout)
         model_dir, precision = cfg.model_dir, cfg.model_precision
         verify = "sha256" if cfg.model_verify != "none" else "none"
         files = open_model_dir(model_dir, precision, verify=verify)
@@ -98,8 +131,15 @@ def on_exit(server):
     metrics_setup.remove_dir(Config.from_env(), os.environ.get(metrics_setup.ENV))
 
 
-def check_timeouts(cfg, timeout):
-    """REQUEST_TIMEOUT below Gunicorn's TIMEOUT; a hung run only after a request gave up."""
+def check_timeouts(cfg, timeout, graceful_timeout):
+    """REQUEST_TIMEOUT below Gunicorn's TIMEOUT; a hung run only after a request gave up; the
+    drain within GRACEFUL_TIMEOUT, after which the master kills the workers still running."""
+    if cfg.drain_seconds and cfg.drain_seconds >= graceful_timeout:
+        raise ValueError(
+            f"DRAIN_SECONDS={cfg.drain_seconds:g} is out of range: below GRACEFUL_TIMEOUT="
+            f"{graceful_timeout} (workers still running then are killed; it must cover the "
+            "drain plus the longest request)"
+        )
     if cfg.request_timeout >= timeout:
         raise ValueError(
             f"REQUEST_TIMEOUT={cfg.request_timeout:g} is out of range: below TIMEOUT={timeout}"

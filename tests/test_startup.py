@@ -226,13 +226,15 @@ def gunicorn_conf():
         ({"REQUEST_TIMEOUT": "60"}, "REQUEST_TIMEOUT=60 is out of range: below TIMEOUT=60"),
         ({"HUNG_RUN_SECONDS": "20"}, "HUNG_RUN_SECONDS=20 is out of range"),
         ({"REQUEST_TIMEOUT": "0"}, "REQUEST_TIMEOUT=0.0 is out of range"),
+        ({"DRAIN_SECONDS": "30"}, "DRAIN_SECONDS=30 is out of range: below GRACEFUL_TIMEOUT=30"),
+        ({"DRAIN_SECONDS": "45.5"}, "DRAIN_SECONDS=45.5 is out of range: below GRACEFUL_TIMEOUT"),
     ],
 )
 def test_timeouts_out_of_order_stop_the_start(settings, words):
     from fillmask.config import Config
 
     with pytest.raises(ValueError) as err:
-        gunicorn_conf().check_timeouts(Config.from_env(settings), 60)
+        gunicorn_conf().check_timeouts(Config.from_env(settings), 60, 30)
     assert words in str(err.value)
 
 
@@ -240,5 +242,77 @@ def test_default_timeouts_are_in_order():
     from fillmask.config import Config
 
     conf = gunicorn_conf()
-    conf.check_timeouts(Config.from_env({}), conf.timeout)
+    conf.check_timeouts(Config.from_env({}), conf.timeout, conf.graceful_timeout)
     assert conf.reuse_port is False  # the safe default
+
+
+def test_a_drain_longer_than_the_graceful_timeout_stops_the_start(tiny_model_dir, good_start):
+    """The master kills workers GRACEFUL_TIMEOUT after SIGTERM: a longer drain would be cut."""
+    code, output, took = run_gunicorn(
+        tiny_model_dir,
+        f"127.0.0.1:{free_port()}",
+        good_start + 5,
+        DRAIN_SECONDS="10",
+        GRACEFUL_TIMEOUT="2",
+    )
+    assert code != 0 and took < good_start + 2
+    (line,) = lines_with(output, "cannot start")
+    assert "DRAIN_SECONDS=10 is out of range: below GRACEFUL_TIMEOUT=2" in line
+
+
+def test_an_unknown_log_level_stops_the_start_with_one_line(tiny_model_dir, good_start):
+    code, output, took = run_gunicorn(
+        tiny_model_dir, f"127.0.0.1:{free_port()}", good_start + 5, LOG_LEVEL="lots"
+    )
+    assert code != 0 and took < good_start + 2
+    (line,) = lines_with(output, "cannot start")
+    assert "LOG_LEVEL=lots is not one of debug, info, warning, error, critical" in line
+
+
+# -- the control socket --------------------------------------------------------------------------
+
+
+def test_no_control_socket_is_opened(tiny_model_dir, tmp_path):
+    """Gunicorn >= 25.1 opens a management socket by default; this server opens none."""
+    home = tmp_path / "home"
+    runtime = home / "run"  # XDG_RUNTIME_DIR is Gunicorn's first choice for the socket
+    runtime.mkdir(parents=True)
+    with GunicornServer(
+        tiny_model_dir, WORKERS="1", HOME=str(home), XDG_RUNTIME_DIR=str(runtime)
+    ) as server:
+        pids = {server.proc.pid, *server.worker_pids()}
+        sockets = [p for p in home.rglob("*") if p.is_socket() or p.name.endswith(".ctl")]
+        # No Unix socket of the server's processes listens anywhere (/proc/net/unix: inodes).
+        listening = _unix_listening_inodes()
+        held = {
+            int(link.split("[")[1].rstrip("]"))
+            for pid in pids
+            for link in _fd_links(pid)
+            if link.startswith("socket:[")
+        }
+        assert "Control socket" not in server.output()
+    assert sockets == []
+    assert held & listening == set(), "a server process listens on a Unix socket"
+
+
+def _fd_links(pid):
+    """Where the open file descriptors of ``pid`` point."""
+    fds = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            pass  # closed meanwhile
+    return links
+
+
+def _unix_listening_inodes():
+    """Inodes of the machine's listening Unix stream sockets (state 01: LISTEN)."""
+    inodes = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        cols = line.split()
+        # Num RefCount Protocol Flags Type St Inode [Path]; flags 00010000 is __SO_ACCEPTCON
+        if len(cols) >= 7 and int(cols[3], 16) & 0x10000:
+            inodes.add(int(cols[6]))
+    return inodes

@@ -15,12 +15,15 @@ Decoding. ``fillmask.joint``'s beam search, constrained to F: F is a trie walked
 (GENRE's prefix trie, ``genre/trie.py``, is its left-to-right case). In a state (some positions
 of the blank filled), the tokens allowed at an open position are those of the fills consistent
 with what is filled; each step fills the open position whose best *allowed* token is likeliest
-with its ``beam`` best allowed tokens (``top_k`` at the last step), and keeps the ``beam`` states
-of highest joint probability. No state ever leads to a non-word.
+with its best allowed tokens and keeps the W = max(beam, top_k) states of highest joint
+probability. No state ever leads to a non-word, and every state completes to at least one fill,
+so W >= top_k states give top_k idioms whenever that many fit (joint's W = beam cannot: its
+last step widens each state to top_k tokens, but a constrained state may allow only one).
 
-Cost per request in model rows: at most 1 + (n - 1) * beam for a blank of n masks (16 for four
-masks with the default beam 5), whatever the lexicon's size; no fitting idiom costs no model run
-and answers []. The match itself is numpy over the lexicon (about 30,000 idioms), no model.
+Cost per request in model rows (one window per state and step): at most 1 + (n - 1) * W for a
+blank of n masks (16 for four masks with beam 5 and top_k 5; 61 with top_k 20), whatever the
+lexicon's size; no fitting idiom costs no model run and answers []. The match itself is numpy
+over the lexicon's idioms (about 30,000), no model.
 """
 
 import csv
@@ -161,9 +164,10 @@ def blank_masks(item, field="text"):
 
 
 def rows_needed(item, top_k, lexicon, beam, field="text"):
-    """Upper bound of the model rows ``fit`` runs for ``item`` (it does not depend on ``top_k``
-    or the lexicon: at most ``beam`` states per step after the first)."""
-    return 1 + (len(blank_masks(item, field)) - 1) * beam
+    """Upper bound of the model rows ``fit`` runs for ``item``: one window per state, one state
+    at the first step and at most max(beam, top_k) at each later one (the lexicon's size does
+    not enter)."""
+    return 1 + (len(blank_masks(item, field)) - 1) * max(beam, top_k)
 
 
 def fit(predictor, item, top_k, lexicon, beam, field="text"):
@@ -179,9 +183,13 @@ def fit(predictor, item, top_k, lexicon, beam, field="text"):
     fills, which = np.unique(ids, axis=0, return_inverse=True)
     out = []
     for log_p, _, alive in _decode(predictor, item, masks, fills, top_k, beam):
-        for k in np.flatnonzero(which.ravel() == alive[0]):
-            word, pinyin, explanation, derivation = lexicon.entry(entries[k])
-            fill = word[offsets[k] : offsets[k] + len(masks)]
+        ks = np.flatnonzero(which.ravel() == alive[0])
+        # One idiom per entry: an entry fitting at two offsets with this fill is one answer.
+        for entry, offset in dict(
+            zip(entries[ks].tolist(), offsets[ks].tolist(), strict=True)
+        ).items():
+            word, pinyin, explanation, derivation = lexicon.entry(entry)
+            fill = word[offset : offset + len(masks)]
             sequence = item.fill(list(fill))  # the blank's masks are all the text's masks
             out.append(
                 Idiom(word, fill, pinyin, explanation, derivation, sequence, float(np.exp(log_p)))
@@ -193,9 +201,9 @@ def _decode(predictor, item, masks, fills, top_k, beam):
     """Complete states (log p, {blank position: token}, [fill row]) best first; see the module
     docstring. The text has one blank, so a window's rows are its open blank positions, in
     order."""
-    n = len(masks)
+    n, keep = len(masks), max(beam, top_k)
     states = [(0.0, {}, np.arange(len(fills)))]
-    for step in range(n):
+    for _ in range(n):
         windows = [
             item.with_tokens({masks[j]: t for j, t in done.items()}) for _, done, _ in states
         ]
@@ -206,12 +214,11 @@ def _decode(predictor, item, masks, fills, top_k, beam):
             scored = {j: rows[r][allowed[j]] for r, j in enumerate(open_)}
             # As joint: the position the model is surest of is decided first.
             j = max(open_, key=lambda m: float(scored[m].max()))
-            width = top_k if step == n - 1 else beam
-            for k in np.argsort(-scored[j], kind="stable")[:width]:
+            for k in np.argsort(-scored[j], kind="stable")[:keep]:
                 token = int(allowed[j][k])
                 narrowed = alive[fills[alive, j] == token]
                 expanded.append((log_p + float(scored[j][k]), {**done, j: token}, narrowed))
-        states = _prune(expanded, len(expanded) if step == n - 1 else beam)
+        states = _prune(expanded, keep)
     return states
 
 

@@ -119,6 +119,38 @@ def test_env_file_values_are_valid_and_fill_four_cores():
     assert config.model_dir == f"{INSTALL_DIR}/models/bert-base-chinese"
 
 
+PI_CORES = 4  # the env file's values are the defaults a Raspberry Pi 4B gets
+# Values that differ from the defaults on purpose, and why.
+DELIBERATE = {
+    "BIND": "loopback only: nginx is in front",
+    "MODEL_DIR": "the install directory's model, an absolute path for systemd",
+}
+
+
+def gunicorn_defaults():
+    """{variable: default} for the settings gunicorn.conf.py reads with a literal default."""
+    text = (ROOT / "gunicorn.conf.py").read_text()
+    return dict(re.findall(r'os\.environ\.(?:get|setdefault)\("(\w+)", "([^"]*)"\)', text))
+
+
+def test_env_file_values_are_the_defaults_on_a_pi(monkeypatch):
+    """A line of the env file states a default; it must not contradict the code's."""
+    monkeypatch.setattr(os, "cpu_count", lambda: PI_CORES)  # ORT_THREADS' default depends on it
+    knobs, base = gunicorn_defaults(), Config.from_env({})
+    assert {"THREADS", "WORKERS", "TIMEOUT"} <= set(knobs)  # the regex still finds them
+    differ = {}
+    for key, value in env_file().items():
+        if key in DELIBERATE:
+            continue
+        if key in knobs:
+            same = value == knobs[key]
+        else:
+            same = Config.from_env({key: value}) == base
+        if not same:
+            differ[key] = (value, knobs.get(key))
+    assert differ == {}
+
+
 def test_env_file_binds_where_nginx_proxies():
     upstream = re.search(r"upstream fillmask \{\s*server ([\d.:]+);", NGINX_SITE.read_text())
     assert upstream and upstream.group(1) == env_file()["BIND"]
@@ -146,6 +178,17 @@ def test_nginx_accepts_the_site(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("site", ["nginx-fillmask.conf", "nginx-fleet.conf"])
+def test_nginx_closes_idle_upstream_connections_before_gunicorn(site):
+    """keepalive_timeout in the upstream below Gunicorn's KEEPALIVE; a POST may be resent."""
+    text = (DEPLOY / site).read_text()
+    upstream = re.search(r"upstream \w+ \{(.*?)\}", text, re.S).group(1)
+    idle = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream, re.M)
+    assert idle and int(idle.group(1)) < int(gunicorn_defaults()["KEEPALIVE"])
+    retry = re.search(r"proxy_next_upstream ([^;]+);", text).group(1).split()
+    assert {"error", "non_idempotent"} <= set(retry)
 
 
 # -- run.sh --------------------------------------------------------------------------------------

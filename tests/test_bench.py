@@ -139,6 +139,14 @@ def fake_results():
             },
             "ours_fp32_vs_reference": {16: 0.67, 64: 0.88},
             "agreement": {16: {"fp32_agree": True}, 64: {"fp32_agree": False}},
+            "small": {
+                "shape": "3×768",
+                "models": "hfl/rbt3",
+                "random_weights": True,
+                "summary": {"ours-int8": summary["ours-int8"], "pipeline": summary["pipeline"]},
+                "ratios_to_pipeline": {"ours-int8": {16: 6.0, 64: 3.0}},
+                "speedup_over_base": {"ours-int8": {16: 2.5, 64: 3.5}},
+            },
             "graphs_at_64_tokens": {
                 "tokens": 64,
                 "reps": 3,
@@ -162,6 +170,7 @@ def fake_results():
             },
         },
         "session_load_s": {"ours-fp32": 0.5},
+        "pi": fake_pi(),
         "http": {
             "servers": {
                 "fp32, batching on": {
@@ -177,6 +186,31 @@ def fake_results():
             "seconds": 1,
             "rounds": 1,
         },
+    }
+
+
+def fake_pi():
+    """bench.py's "pi" part for one shape, with round numbers."""
+    from fillmask.bench import pi_estimate
+    from fillmask.bench.shapes import SMALL
+
+    entries = {
+        SMALL.name: {
+            "shape": SMALL,
+            "weight_mb": {"fp32": 150.0, "int8": 55.0},
+            "here_ms": {"fp32": {16: 10.0, 32: 20.0, 64: 30.0}},
+        }
+    }
+    return {
+        "tokens": [16, 32, 64],
+        "threads_here": 2,
+        "reps": 3,
+        "combine": "sum",
+        "boards": pi_estimate.BOARDS,
+        "rows": pi_estimate.table(entries, (16, 32, 64)),
+        "export_failed": {"4×256": "export failed (exit 1)"},
+        "validation": pi_estimate.validation(),
+        "random_weights": True,
     }
 
 
@@ -208,3 +242,136 @@ def test_outputs_are_written_and_say_random_weights(tmp_path):
     assert saved["meta"]["random_weights"] is True and len(saved["targets"]) == 10
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite([t["measured"] for t in saved["targets"]]).all()
+    # The small model's rows, with its pairwise speed-up over bert-base's shape.
+    assert "| ours, int8 | 10.0 ms | 40.0 ms | 6.00× / 3.00× | 2.50× / 3.50× |" in text
+    assert "3×768 (RANDOMLY INITIALISED weights, the shape of hfl/rbt3)" in text
+    # The Pi table: labelled, and the estimate is compute + memory at the cited rates.
+    assert "estimated, not measured" in text and "export failed" in text
+    pi4 = fake_results()["pi"]["boards"]["pi4"]
+    from fillmask.bench.shapes import SMALL
+
+    gflop = flops.bert_flops(16, **SMALL.flops_args()) / 1e9  # 3×768 at 16 tokens
+    ms = gflop / pi4["fp32_gflops"] * 1000 + 150.0 / pi4["gbps"]
+    row = next(line for line in text.splitlines() if line.startswith("| 3×768") and "fp32" in line)
+    assert row.split(" | ")[5].split(" / ")[0] == f"{ms:.0f}"
+    assert row.split(" | ")[4] == "10.0 / 20.0 / 30.0"
+
+
+# --- model shapes, weight bytes and the Pi estimate ---------------------------------------
+
+
+def test_flops_match_pytorchs_own_count_on_the_tiny_model(tiny_torch):
+    """``bert_flops`` against torch's FlopCounterMode on the same forward: encoder, then the
+    MLM head on the masked row only (what our graph runs)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = tiny_torch.config
+    tokens, mask_at = 24, 7
+    ids = torch.full((1, tokens), 104)
+    ids[0, mask_at] = 103
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        hidden = tiny_torch.bert(ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        tiny_torch.cls(hidden[:, [mask_at]])
+    expected = counter.get_total_flops()
+    arch = dict(
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        intermediate=config.intermediate_size,
+        vocab=config.vocab_size,
+    )
+    assert flops.bert_flops(tokens, **arch) == expected
+
+
+def test_weight_bytes_from_the_graph_match_the_config(tiny_model_dir, tiny_source):
+    """Bytes a run reads, counted from the exported graph, against the count from config.json:
+    every weight, bias and LayerNorm once, the decoder over the whole vocabulary, and no
+    embedding table (a run reads only its tokens' rows)."""
+    from fillmask.bench import pi_estimate
+
+    config = json.loads((tiny_source / "config.json").read_text())
+    analytic = pi_estimate.analytic_weight_bytes(
+        config["num_hidden_layers"],
+        config["hidden_size"],
+        config["intermediate_size"],
+        vocab=config["vocab_size"],
+    )
+    fp32 = pi_estimate.weight_bytes(tiny_model_dir / "model.onnx")
+    # A random init's biases are all zero and its LayerNorm weights all one: the optimiser
+    # stores identical initializers once, so the graph holds slightly less (1-2 % on this tiny
+    # model, 0.1 % at bert-base's size) than one copy of each.
+    assert analytic * 0.97 < fp32 <= analytic
+    embeddings = 4 * config["hidden_size"] * (config["vocab_size"] + 128)
+    assert abs(fp32 - analytic) < embeddings / 10  # the tables are not in it
+    int8 = pi_estimate.weight_bytes(tiny_model_dir / "model.int8.onnx")
+    assert int8 < fp32 / 2  # the MatMul weights are one byte each there
+
+
+def test_estimate_is_compute_plus_memory_by_hand():
+    from fillmask.bench import pi_estimate
+
+    board = {"fp32_gflops": 24.0, "int8_gflops": 24.0, "gbps": 5.5}
+    # 2.4 GFLOP / 24 GFLOP/s = 100 ms; 55 MB / 5.5 GB/s = 10 ms.
+    assert pi_estimate.estimate_ms(2.4, 55.0, board) == pytest.approx(110.0)
+    assert pi_estimate.estimate_ms(2.4, 55.0, board, combine="max") == pytest.approx(100.0)
+    assert pi_estimate.estimate_ms(2.4, 13.75, board, "int8") == pytest.approx(102.5)
+
+
+def test_validation_of_mpnet_by_hand():
+    """all-mpnet-base-v2 at 32 tokens: 12 x 32 x (8h² + 4·32·h + 4·h·3072) FLOPs, encoder
+    weights 12 x (4h² + 2·h·3072 + biases + LayerNorms) x 4 bytes, at the Pi 4's rates."""
+    from fillmask.bench import pi_estimate
+
+    h = 768
+    gflop = 12 * 32 * (8 * h * h + 4 * 32 * h + 4 * h * 3072) / 1e9
+    mb = (12 * (4 * h * h + 2 * h * 3072 + 9 * h + 3072) + 2 * h) * 4 / 1e6
+    board = pi_estimate.BOARDS["pi4"]
+    expected = gflop / board["fp32_gflops"] * 1000 + mb / board["gbps"]
+    row = pi_estimate.validation()["rows"][0]
+    assert row["model"].startswith("all-mpnet-base-v2")
+    assert row["by_tokens"][32]["sum"]["ms"] == pytest.approx(expected, abs=0.06)
+    assert row["by_tokens"][32]["sum"]["error"] == pytest.approx(expected / 340 - 1, abs=1e-3)
+
+
+def test_int8_on_the_pi4_has_the_fp32_rate_and_the_pi5_a_faster_one():
+    from fillmask.bench import pi_estimate
+
+    pi4, pi5 = pi_estimate.BOARDS["pi4"], pi_estimate.BOARDS["pi5"]
+    assert pi4["int8_gflops"] == pi4["fp32_gflops"]  # no dot-product on the Cortex-A72
+    assert pi5["int8_gflops"] > pi5["fp32_gflops"]
+    assert all(board["sources"] for board in (pi4, pi5))
+
+
+def test_shapes_are_the_public_configs():
+    from fillmask.bench.shapes import SHAPES, SMALL
+
+    by_model = {model: s for s in SHAPES for model in s.models.split(", ")}
+    assert (by_model["hfl/rbt3"].layers, by_model["hfl/rbt3"].hidden) == (3, 768)
+    uer = by_model["uer/chinese_roberta_L-4_H-256"]
+    assert (uer.layers, uer.hidden, uer.heads, uer.intermediate) == (4, 256, 4, 1024)
+    assert by_model["hfl/chinese-macbert-base"] == by_model["google-bert/bert-base-chinese"]
+    assert all(s.hidden % s.heads == 0 and s.hidden // s.heads == 64 for s in SHAPES)
+    assert SMALL.models == "hfl/rbt3"
+
+
+def test_shapes_are_measured_on_the_tiny_model(tiny_model_dir):
+    from fillmask.bench import pi_estimate, shapes
+
+    here = shapes.measure_here({"tiny": tiny_model_dir}, 1, 2, (16,))
+    assert set(here["tiny"]) == {"fp32", "int8"} and here["tiny"]["fp32"][16] > 0
+    mb = pi_estimate.model_weight_mb(tiny_model_dir)
+    assert mb["fp32"] > mb["int8"] > 0
+
+
+def test_small_model_speedup_is_per_repetition():
+    from fillmask.bench import comparison
+
+    samples = {
+        "ours-fp32": {16: [30.0, 20.0, 40.0]},
+        "small:ours-fp32": {16: [10.0, 10.0, 5.0]},
+    }
+    base, small = comparison.split(samples)
+    assert set(base) == set(small) == {"ours-fp32"}
+    # per repetition 3, 2, 8 -> median 3 (the ratio of medians would be 30 / 10 = 3 too; the
+    # last pair shows it is paired: 40 / 5)
+    assert comparison.speedups(base, small) == {"ours-fp32": {16: 3.0}}

@@ -7,6 +7,7 @@ off (CACHE_SIZE=0) and the texts vary, so every request reaches the model.
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import requests
+
+from .latency import bench_text
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +153,44 @@ def measure(servers, texts, levels, seconds, rounds):
                     run_load(server.url, texts, level, seconds, pids=server.worker_pids())
                 )
     return {name: {level: merge(runs) for level, runs in per.items()} for name, per in raw.items()}
+
+
+def run(bench_models, seconds, rounds, clients, tokens):
+    """Gunicorn with the default settings: fp32 batching on / off, int8 batching on."""
+    configs = {
+        "fp32, batching on": {},
+        "fp32, batching off": {"BATCHING": "0"},
+        "int8, batching on": {"MODEL_PRECISION": "int8"},
+    }
+    if not (bench_models.model_dir / "model.int8.onnx").is_file():
+        del configs["int8, batching on"]
+    texts = load_texts(bench_text(tokens))
+    servers = {}
+    try:
+        for name, env in configs.items():
+            servers[name] = gunicorn_server(bench_models.model_dir, **env).start()
+        results = measure(servers, texts, clients, seconds, rounds)
+        rss = {name: worker_peak_rss_mb(s) for name, s in servers.items()}
+        env = servers["fp32, batching on"].env
+    finally:
+        for server in servers.values():
+            server.stop()
+    from fillmask.config import Config
+
+    defaults = Config()
+    threads = env.get("THREADS") or re.search(
+        r'"THREADS", "(\d+)"', (ROOT / "gunicorn.conf.py").read_text()
+    ).group(1)
+    config = (
+        f"WORKERS={env['WORKERS']}, THREADS={threads}, ORT_THREADS={env['ORT_THREADS']}, "
+        f"BATCH_MAX={defaults.batch_max}, BATCH_WINDOW_MS={defaults.batch_window_ms:g}, "
+        "CACHE_SIZE=0"
+    )
+    return {
+        "servers": results,
+        "worker_peak_rss_mb": rss,
+        "config": config,
+        "text_tokens": tokens,
+        "seconds": seconds,
+        "rounds": rounds,
+    }

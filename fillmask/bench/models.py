@@ -41,13 +41,26 @@ class BenchModels:
 
 def random_models(work):
     """Build (once) the random bert-base-chinese-sized model and every export of it."""
-    from fillmask.random_model import bert_base_chinese_architecture, build_random_model
+    from fillmask.random_model import bert_base_chinese_architecture
+
+    work = Path(work).expanduser()
+    model_dir = random_export(work, "random-bert-base-chinese", bert_base_chinese_architecture())
+    reference = ensure_reference(work / "source", work / "reference" / "full_logits.onnx")
+    return BenchModels(model_dir, work / "source", reference, random_weights=True)
+
+
+def random_export(work, name, arch):
+    """A random model of ``arch`` (``build_random_model`` arguments) under ``work``, exported.
+
+    The source is built once; the export (fp32 + int8) is redone when the exporter changes.
+    """
+    from fillmask.random_model import build_random_model
 
     work = Path(work).expanduser()
     source = work / "source"
     if not (source / "model.safetensors").is_file():
-        print(f"building a random bert-base-chinese-sized model in {source} ...", flush=True)
-        build_random_model(source, **bert_base_chinese_architecture())
+        print(f"building a random {name} in {source} ...", flush=True)
+        build_random_model(source, **arch)
     # Keyed by the exporter's source, so a changed exporter is measured, not a stale export.
     model_dir = work / f"model-{exporter_digest()}"
     if not (model_dir / "model.int8.onnx").is_file() or not (model_dir / "manifest.json").is_file():
@@ -65,13 +78,12 @@ def random_models(work):
                 "--max-length",
                 "512",
                 "--name",
-                "random-bert-base-chinese",
+                name,
             ],
             check=True,
             cwd=ROOT,
         )
-    reference = ensure_reference(source, work / "reference" / "full_logits.onnx")
-    return BenchModels(model_dir, source, reference, random_weights=True)
+    return model_dir
 
 
 def exporter_digest():

@@ -8,6 +8,12 @@ from fillmask.predictor import Predictor
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("pipeline", "reference", "ours-fp32", "ours-int8")
+LABELS = {
+    "pipeline": "transformers pipeline (PyTorch)",
+    "reference": "reference design (full-logits ONNX + numpy)",
+    "ours-fp32": "ours, fp32",
+    "ours-int8": "ours, int8",
+}
 
 
 class Ours:

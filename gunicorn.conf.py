@@ -66,26 +66,15 @@ accesslog = None if os.environ.get("ACCESS_LOG", "1").lower() in ("0", "false", 
 # %(M)s: request duration in milliseconds.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 # One format for Gunicorn's lines, the access log and the app's "fillmask.*" loggers: Gunicorn's
-# own, with time and pid. Gunicorn applies this over glogging.CONFIG_DEFAULTS, whose formatters,
-# handlers and loggers it replaces whole; anything else (root) lands on stderr from WARNING up.
+# own, with time and pid. Gunicorn merges this dict over glogging.CONFIG_DEFAULTS, whose
+# "generic" format and handlers (console: stdout, error_console: stderr) it keeps. Gunicorn's own
+# two loggers never propagate (glogging.Logger sets that).
 logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "generic": {
-            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
-            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
-        }
-    },
-    "handlers": {
-        name: {"class": "logging.StreamHandler", "formatter": "generic", "stream": stream}
-        for name, stream in (("stderr", "ext://sys.stderr"), ("stdout", "ext://sys.stdout"))
-    },
-    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "root": {"level": "WARNING", "handlers": ["error_console"]},  # other libraries' warnings
     "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"]},
         # With a logconfig_dict Gunicorn always logs access: ACCESS_LOG=0 gives it no handler.
-        "gunicorn.access": {"handlers": ["stdout"] if accesslog else [], "propagate": False},
+        "gunicorn.access": {"handlers": ["console"] if accesslog else [], "propagate": False},
         "fillmask": {"level": loglevel.upper()},  # through root's handler
     },
 }

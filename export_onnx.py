@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fillmask import export, parity
+from fillmask import export, parity, quantize
 from fillmask.model_files import MANIFEST, PRECISION_FILES, file_entry
 
 DEFAULT_OUTPUT = "models/bert-base-chinese"
@@ -186,8 +186,8 @@ def build(args, out):
     manifest["precisions"]["fp32"] = PRECISION_FILES["fp32"]
     if args.int8:
         steps.run(
-            "quantise (dynamic int8, u8s8, per-tensor)",
-            export.quantize_graph,
+            "quantise (dynamic int8, u8s8, a scale per activation row)",
+            quantize.quantize_graph,
             out / PRECISION_FILES["fp32"],
             out / PRECISION_FILES["int8"],
         )

@@ -203,33 +203,6 @@ def release_memory():
         pass  # not glibc (musl, macOS): nothing to trim
 
 
-def quantize_graph(src, dst, per_channel=False):
-    """Dynamic int8 quantisation of the MatMul/Attention/Gather weights.
-
-    Signed int8 weights with uint8 activations (u8s8) is onnxruntime's fast path on x86 (VNNI and
-    AVX2) and on ARM; per-tensor scales measured as accurate as per-channel here with less work.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The fused Attention op has no type info for its weights without this default.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs a page per tensor it skips (NonZero)
-    try:
-        with collecting_cycles():
-            quantize_dynamic(
-                str(src),
-                str(dst),
-                weight_type=QuantType.QInt8,
-                per_channel=per_channel,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-    finally:
-        root.setLevel(level)
-    return dst
-
-
 def save_tokenizer(tokenizer, out_dir):
     """Write tokenizer.json (usable by ``tokenizers`` alone) and vocab.txt."""
     # tokenizer_config.json comes along: tiny, and lets transformers users load the folder too.

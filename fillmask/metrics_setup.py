@@ -42,9 +42,13 @@ def prepare_dir(config):
     if access_mode(config) == "off":
         return None
     path = config.metrics_dir or tempfile.mkdtemp(prefix="fillmask-metrics-")
-    os.makedirs(path, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.remove(stale)
+    try:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        tempfile.TemporaryFile(dir=path).close()  # every worker writes its files here
+    except OSError as exc:  # one line in the master, not a traceback from every worker
+        raise ValueError(f"METRICS_DIR={path} cannot be used: {exc.strerror or exc}") from None
     os.environ[ENV] = path
     return path
 

@@ -156,3 +156,25 @@ def test_the_same_model_readable_by_all_serves(tiny_model_dir, share):
     command, env = as_service(SERVICE_UIDS[0], "-c", code)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "tiny-random-bert", result.stderr
+
+
+@pytest.mark.live
+def test_a_metrics_dir_the_service_cannot_write_stops_the_start_in_one_line(tiny_model_dir, share):
+    """METRICS_DIR made by root for a service that runs as another user."""
+    model = exported(tiny_model_dir, share)
+    metrics = share / "metrics"
+    metrics.mkdir(mode=0o755)
+    uid = SERVICE_UIDS[-1]
+    command, env = as_service(
+        uid, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:app"
+    )
+    env.update(
+        service_env(
+            share, uid, model, "fp32", BIND=f"127.0.0.1:{free_port()}", METRICS_DIR=str(metrics)
+        )
+    )
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if "cannot start" in line]
+    assert f"METRICS_DIR={metrics} cannot be used: Permission denied" in line, line

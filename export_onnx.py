@@ -282,8 +282,16 @@ def main(argv=None):
     target.parent.mkdir(parents=True, exist_ok=True)
     # Next to the output, so that moving it into place is a rename on the same file system.
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+    # mkdtemp makes it 0700, and it becomes the model directory: give it (and any file a
+    # library wrote privately) the modes mkdir and open give under the umask, so that the
+    # service's own user (systemd's fillmask, the image's uid 10001) can read an export.
+    umask = os.umask(0o22)
+    os.umask(umask)
     try:
+        work.chmod(0o777 & ~umask)
         manifest = build(args, work)
+        for path in work.iterdir():
+            path.chmod(0o666 & ~umask)
         status = report(manifest)
         if status != 0:
             print(f"{target} left as it was: a model that failed parity is not installed")

@@ -45,3 +45,23 @@ def test_an_existing_directory_keeps_its_other_files(tiny_source, tmp_path):
     names = set(digests(out))
     assert "config.json" in names and "manifest.json" in names
     assert "model.int8.onnx" not in names  # not in the new manifest: removed
+
+
+@pytest.mark.parametrize("umask, directory, files", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_the_model_directory_has_the_modes_of_the_umask(
+    tiny_source, tmp_path, umask, directory, files
+):
+    """As mkdir and open would make them: readable by the service's user at the usual umask."""
+    import os
+    import stat
+
+    out = tmp_path / "models" / "m"
+    old = os.umask(umask)
+    try:
+        assert export(tiny_source, out) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == directory
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert "model.onnx" in modes and "manifest.json" in modes
+    assert modes == dict.fromkeys(modes, files)

@@ -38,8 +38,10 @@ from fillmask.bench import (  # noqa: E402
     pi_estimate,
     pi_report,
     report,
+    service_cost,
     shapes,
 )
+from fillmask.model_files import PRECISION_FILES as FILES  # noqa: E402
 
 TOKENS = (16, 64, 128)
 CLIENTS = (1, 4, 16)
@@ -83,7 +85,7 @@ def get_args(argv=None):
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to leave out: small, flops, pi, startup, http",
+        help="comma-separated parts to leave out: small, flops, pi, startup, http, service",
     )
     return parser.parse_args(argv)
 
@@ -120,21 +122,21 @@ def main(argv=None):
             "load_average_before": machine.load_average(),
         }
     }
-    print(f"[1/5] single-request latency, {reps} interleaved repetitions ...", flush=True)
+    print(f"[1/6] single-request latency, {reps} interleaved repetitions ...", flush=True)
     small = None
     if "small" not in skip:
         small = (shapes.SMALL, shapes.bench_models(shapes.SMALL, work))
     results["latency"] = comparison.run(bench_models, small, args.threads, reps, TOKENS, args.quick)
     if "flops" not in skip:
-        print("[2/5] FLOPs and GEMM peak ...", flush=True)
+        print("[2/6] FLOPs and GEMM peak ...", flush=True)
         results["flops"] = flops.run(
             results["latency"], args.threads, bench_models.model_dir, TOKENS
         )
     if "pi" not in skip:
-        print("[3/5] model shapes: measured here, ESTIMATED for a Raspberry Pi ...", flush=True)
+        print("[3/6] model shapes: measured here, ESTIMATED for a Raspberry Pi ...", flush=True)
         results["pi"] = pi_estimate.run(work, args.threads, 5 if args.quick else 20, PI_TOKENS)
     if "startup" not in skip:
-        print("[4/5] cold start, load time, peak RSS (one fresh process each) ...", flush=True)
+        print("[4/6] cold start, load time, peak RSS (one fresh process each) ...", flush=True)
         names = [n for n in results["latency"]["summary"]]  # the variants that loaded
         results["startup"] = memory.measure(
             names, bench_models, args.threads, 2 if args.quick else 5
@@ -149,9 +151,15 @@ def main(argv=None):
             paths, args.threads, 2 if args.quick else 5
         )
     if "http" not in skip:
-        print("[5/5] HTTP load through Gunicorn ...", flush=True)
+        print("[5/6] HTTP load through Gunicorn ...", flush=True)
         results["http"] = http_load.run(
             bench_models, 3 if args.quick else 8, 2 if args.quick else 3, CLIENTS, HTTP_TOKENS
+        )
+    if "service" not in skip:
+        print("[6/6] the service's own cost: HTTP minus in process, interleaved ...", flush=True)
+        precisions = [p for p in ("fp32", "int8") if (bench_models.model_dir / FILES[p]).is_file()]
+        results["service_cost"] = service_cost.measure(
+            bench_models.model_dir, precisions, args.threads, reps=15 if args.quick else 40
         )
     results["meta"]["seconds"] = round(time.perf_counter() - started)
     results["meta"]["load_average_after"] = machine.load_average()

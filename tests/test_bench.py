@@ -171,6 +171,22 @@ def fake_results():
         },
         "session_load_s": {"ours-fp32": 0.5},
         "pi": fake_pi(),
+        "service_cost": {
+            "per_request": {
+                "fp32": {
+                    16: {
+                        "http_p50_ms": 17.0,
+                        "in_process_p50_ms": 14.5,
+                        "service_cost_ms": 2.4,
+                        "n": 3,
+                    }
+                }
+            },
+            "validation_us": {"p50_us": 12.0, "n": 10},
+            "in_process": "FillService.fill",
+            "config": "WORKERS=1",
+            "reps": 3,
+        },
         "http": {
             "servers": {
                 "fp32, batching on": {
@@ -239,9 +255,10 @@ def test_outputs_are_written_and_say_random_weights(tmp_path):
     assert "| ours, int8 | 10.0 / 12.0 ms | 40.0 / 48.0 ms | 6.00× / 3.00× |" in text
     assert "**MISSED**" in text
     saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert saved["meta"]["random_weights"] is True and len(saved["targets"]) == 10
+    assert saved["meta"]["random_weights"] is True and len(saved["targets"]) == 11
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite([t["measured"] for t in saved["targets"]]).all()
+    assert "| fp32 | 16 | 17.0 ms | 14.5 ms | 2.4 ms |" in text and "12.0 µs per request" in text
     # The small model's rows, with its pairwise speed-up over bert-base's shape.
     assert "| ours, int8 | 10.0 ms | 40.0 ms | 6.00× / 3.00× | 2.50× / 3.50× |" in text
     assert "3×768 (RANDOMLY INITIALISED weights, the shape of hfl/rbt3)" in text
@@ -375,3 +392,51 @@ def test_small_model_speedup_is_per_repetition():
     # per repetition 3, 2, 8 -> median 3 (the ratio of medians would be 30 / 10 = 3 too; the
     # last pair shows it is paired: 40 / 5)
     assert comparison.speedups(base, small) == {"ours-fp32": {16: 3.0}}
+
+
+def _doc_block(text, name):
+    import re
+
+    return re.search(rf"<!-- {name}:begin -->\n(.*?)\n<!-- {name}:end -->", text, re.S).group(1)
+
+
+def test_pi_doc_block_is_what_the_bench_writes_and_the_readme_says_only_that():
+    """docs/raspberry-pi.md shows the last run's Pi table, labelled; the README's Pi sentence
+    says "estimated" and holds for that table."""
+    from pathlib import Path
+
+    from fillmask.bench import pi_report
+
+    root = Path(__file__).resolve().parents[1]
+    results = json.loads((root / "docs/bench/results.json").read_text(encoding="utf-8"))
+    block = _doc_block((root / "docs/raspberry-pi.md").read_text(encoding="utf-8"), "pi-estimate")
+    assert block == pi_report.markdown(results)
+    assert "estimated, not measured" in block and "RANDOMLY INITIALISED" in block
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("On a Raspberry Pi 4B") :].split("\n\n")[0]
+    assert "*estimated*, not measured" in sentence
+    assert "Live typing** (a suggestion within 100 ms" in block
+    live = next(line for line in block.splitlines() if line.startswith("- **Live typing**"))
+    assert "Raspberry Pi 4B: 4×768 (hfl/rbt4) int8" in live
+    base = [r for r in results["pi"]["rows"] if r["shape"].startswith("12×768")]
+    assert {r["precision"] for r in base} == {"fp32", "int8"}
+    assert all(r["pi4_ms"][t] > 100 for r in base for t in ("16", "32"))
+
+
+def test_service_cost_is_the_median_of_paired_differences():
+    from fillmask.bench import service_cost
+
+    row = service_cost._summary({"http": [10.0, 20.0, 30.0], "inproc": [8.0, 19.0, 25.0]})
+    # differences 2, 1, 5 -> 2 (the difference of the medians would be 20 - 19 = 1)
+    assert row["service_cost_ms"] == 2.0 and row["http_p50_ms"] == 20.0
+
+
+def test_service_cost_through_a_real_gunicorn(tiny_model_dir):
+    from fillmask.bench import service_cost
+
+    cost = service_cost.measure(tiny_model_dir, ["fp32"], 1, tokens=(16,), reps=3, warmup=1)
+    row = cost["per_request"]["fp32"][16]
+    assert row["n"] == 3 and row["http_p50_ms"] > 0 and row["in_process_p50_ms"] > 0
+    # HTTP does the in-process work and more: parsing, Flask, JSON, loopback.
+    assert row["service_cost_ms"] > 0
+    assert cost["validation_us"] is None or cost["validation_us"]["p50_us"] > 0

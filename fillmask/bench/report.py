@@ -4,7 +4,7 @@ import json
 import logging
 from pathlib import Path
 
-from . import chart
+from . import chart, service_cost
 from .comparison import small_markdown
 from .variants import LABELS
 
@@ -64,6 +64,18 @@ def targets(results):
             "<=",
             0.9,
             "x",
+        )
+    )
+    cost = results.get("service_cost", {}).get("per_request", {}).get("fp32", {})
+    cell = cost.get(16) or cost.get("16") or {}
+    out.append(
+        check(
+            "service's own cost per request, fp32, 16 tokens (issue 18: must not grow from "
+            "2-2.5 ms; aim 1 ms)",
+            cell.get("service_cost_ms"),
+            "<=",
+            2.5,
+            " ms",
         )
     )
     return out
@@ -196,6 +208,8 @@ def markdown(results):
         ]
         rss = ", ".join(f"{k} {v} MB" for k, v in http["worker_peak_rss_mb"].items())
         lines += ["", f"Peak RSS of the busiest worker after the load: {rss}."]
+    if results.get("service_cost"):
+        lines += service_cost.markdown(results["service_cost"])
     if results.get("pi"):
         from .pi_report import markdown as pi_markdown
 

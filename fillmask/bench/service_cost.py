@@ -1,0 +1,166 @@
+"""The service's own cost per request: HTTP round trip minus the in-process call, same texts.
+
+One Gunicorn worker per precision (WORKERS=1, BATCHING=0, CACHE_SIZE=0, ORT_THREADS as the
+in-process side) and, in this process, the same work without HTTP: ``FillService.fill`` on the
+``FillRequest`` the native protocol parses. Every repetition sends a text over HTTP and runs it
+in process, back to back, the order alternating; the cost is the median of those per-pair
+differences. Also timed alone: request validation (body → ``FillRequest``), in µs.
+"""
+
+import logging
+import time
+
+import numpy as np
+import requests
+
+from .http_load import gunicorn_server, load_texts
+from .latency import bench_text
+
+logger = logging.getLogger(__name__)
+
+
+class InProcess:
+    """The in-process side: ``call(body)`` does what a worker does minus HTTP and formatting."""
+
+    def __init__(self, model_dir, precision, threads):
+        from fillmask.config import Config
+
+        self.config = Config(
+            model_dir=str(model_dir),
+            model_precision=precision,
+            ort_threads=threads,
+            batching=False,
+            cache_size=0,
+        )
+        try:
+            from fillmask.requests import Shapes
+            from fillmask.service import FillService
+        except ImportError:  # before fillmask/service.py: the predictor alone
+            from fillmask.predictor import Predictor
+
+            self.what = "Predictor.predict (fillmask/service.py not there yet)"
+            self.predictor = Predictor(
+                model_dir, precision=precision, max_length=self.config.max_length, threads=threads
+            )
+            self.shapes = None
+            return
+        self.what = "FillService.fill on the FillRequest parsed by Shapes.predict"
+        self.shapes = Shapes(self.config)
+        self.service = FillService(self.config)
+        self.service.load(strict=True)
+
+    def validate(self, body):
+        """Request validation only: the JSON body (a dict) → ``FillRequest``."""
+        return self.shapes.predict(body)
+
+    def call(self, body):
+        """Validation and the model run, as the worker does them."""
+        if self.shapes is None:
+            return self.predictor.predict([body["text"]], 5)
+        return self.service.fill(self.shapes.predict(body))
+
+
+def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5):
+    """Per precision and token count: HTTP p50, in-process p50, and their paired difference."""
+    servers, sides, sessions = {}, {}, {}
+    try:
+        for precision in precisions:
+            servers[precision] = gunicorn_server(
+                model_dir,
+                WORKERS="1",
+                BATCHING="0",
+                MODEL_PRECISION=precision,
+                ORT_THREADS=str(threads),
+            ).start()
+            sides[precision] = InProcess(model_dir, precision, threads)
+            sessions[precision] = requests.Session()
+        texts = {t: load_texts(bench_text(t)) for t in tokens}
+        times = {p: {t: {"http": [], "inproc": []} for t in tokens} for p in precisions}
+        for rep in range(warmup + reps):
+            for t in tokens:
+                body = {"text": texts[t][rep % len(texts[t])]}
+                for precision in precisions:
+                    pair = _pair(
+                        servers[precision].url, sessions[precision], sides[precision], body
+                    )
+                    if rep % 2:  # alternate which side runs first
+                        pair = pair[::-1]
+                    for side, run in pair:
+                        time.sleep(0.01)  # let the other side's threads go idle
+                        start = time.perf_counter()
+                        run()
+                        if rep >= warmup:
+                            times[precision][t][side].append((time.perf_counter() - start) * 1e3)
+        validation = _validation_us(next(iter(sides.values())), texts[tokens[0]])
+        what = next(iter(sides.values())).what
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {
+        "per_request": {p: {t: _summary(times[p][t]) for t in tokens} for p in precisions},
+        "validation_us": validation,
+        "in_process": what,
+        "config": f"WORKERS=1, BATCHING=0, CACHE_SIZE=0, ORT_THREADS={threads}",
+        "reps": reps,
+    }
+
+
+def _pair(url, session, side, body):
+    """The two runs of one repetition, as (name, callable)."""
+
+    def http():
+        response = session.post(f"{url}/predict", json=body, timeout=30)
+        response.raise_for_status()
+
+    return [("http", http), ("inproc", lambda: side.call(body))]
+
+
+def _summary(samples):
+    """Medians of each side and of the per-pair difference, in ms."""
+    http, inproc = np.asarray(samples["http"]), np.asarray(samples["inproc"])
+    return {
+        "http_p50_ms": round(float(np.median(http)), 2),
+        "in_process_p50_ms": round(float(np.median(inproc)), 2),
+        "service_cost_ms": round(float(np.median(http - inproc)), 2),
+        "n": int(http.size),
+    }
+
+
+def _validation_us(side, texts, reps=2000):
+    """Median µs of validating one /predict body, or None before request shapes exist."""
+    if side.shapes is None:
+        return None
+    samples = []
+    for i in range(reps):
+        body = {"text": texts[i % len(texts)], "top_k": 5}
+        start = time.perf_counter()
+        side.validate(body)
+        samples.append((time.perf_counter() - start) * 1e6)
+    return {"p50_us": round(float(np.median(samples)), 1), "n": reps}
+
+
+def markdown(cost):
+    """The service-cost table for results.md."""
+    lines = [
+        "",
+        f"The service's own cost per request ({cost['config']}, one client; in process: "
+        f"{cost['in_process']}; {cost['reps']} interleaved pairs, the order alternating):",
+        "",
+        "| precision | tokens | HTTP round trip p50 | in process p50 | "
+        "service's cost (median of HTTP − in process, pair by pair) |",
+        "|---|---|---|---|---|",
+    ]
+    for precision, per in cost["per_request"].items():
+        for tokens, row in per.items():
+            lines.append(
+                f"| {precision} | {tokens} | {row['http_p50_ms']} ms | "
+                f"{row['in_process_p50_ms']} ms | {row['service_cost_ms']} ms |"
+            )
+    if cost.get("validation_us"):
+        v = cost["validation_us"]
+        lines += [
+            "",
+            f"Request validation alone (a /predict body → `FillRequest`, pydantic): "
+            f"{v['p50_us']} µs per request (median of {v['n']}).",
+        ]
+    return lines

@@ -6,6 +6,7 @@ uid 10001 when someone else ran export_onnx.py. Both paths that read the model a
 Gunicorn master's check (``on_starting``) in a live start, and a worker's boot (``app.app``).
 """
 
+import functools
 import os
 import pwd
 import shutil
@@ -38,23 +39,30 @@ def who(uid):
 
 
 def as_service(uid, *args):
-    """The command line that runs ``python args`` as the service uid, and its environment.
+    """The command line that runs ``python args`` as ``uid``, and its environment."""
+    python, path = interpreter(uid)
+    drop = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    return [*drop, python, *args], dict(os.environ, PYTHONPATH=path)
 
-    The test interpreter may sit where the service uid cannot reach (a pyenv under /root): then
-    the system's python of the same version runs with this venv's packages on its path.
+
+@functools.cache
+def interpreter(uid):
+    """(python, PYTHONPATH) that ``uid`` can run with this venv's packages.
+
+    The test interpreter may sit where that uid cannot reach (a pyenv under /root): then the
+    system's python of the same version runs with this venv's packages on its path.
     """
     drop = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for python in (sys.executable, f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"):
-        if python != sys.executable:
-            env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{sysconfig.get_paths()['purelib']}"
+    venv = f"{ROOT}{os.pathsep}{sysconfig.get_paths()['purelib']}"
+    system = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
+    for python, path in ((sys.executable, str(ROOT)), (system, venv)):
         probe = subprocess.run(
             [*drop, python, "-c", "import onnxruntime, gunicorn, flask"],
-            env=env,
+            env=dict(os.environ, PYTHONPATH=path),
             capture_output=True,
         )
         if probe.returncode == 0:
-            return [*drop, python, *args], env
+            return python, path
     pytest.skip(f"no python uid {uid} can run with this venv's packages")
 
 
@@ -119,10 +127,10 @@ def service_env(share, uid, model, precision, **extra):
     )
 
 
-@pytest.mark.parametrize("uid", SERVICE_UIDS)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_worker_boot_refuses_an_unreadable_model_in_one_line(tiny_model_dir, share, case, uid):
+def test_a_worker_boot_refuses_an_unreadable_model_in_one_line(tiny_model_dir, share, case):
     dir_mode, file_modes, precision, named = CASES[case]
+    uid = SERVICE_UIDS[0]  # the image's: no name
     model = exported(tiny_model_dir, share, dir_mode, file_modes)
     command, env = as_service(uid, "-c", "import app; app.app")
     env.update(service_env(share, uid, model, precision))
@@ -136,7 +144,7 @@ def test_a_worker_boot_refuses_an_unreadable_model_in_one_line(tiny_model_dir, s
 def test_the_gunicorn_master_refuses_an_unreadable_model_in_one_line(tiny_model_dir, share, case):
     dir_mode, file_modes, precision, named = CASES[case]
     model = exported(tiny_model_dir, share, dir_mode, file_modes)
-    uid = SERVICE_UIDS[-1]
+    uid = SERVICE_UIDS[-1]  # nobody, when the machine has it: a named account
     command, env = as_service(
         uid, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:app"
     )

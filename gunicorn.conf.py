@@ -48,6 +48,8 @@ os.environ.setdefault("ORT_THREADS", str(default_threads(os.environ)))
 # REQUEST_TIMEOUT (smaller), and a hung model run is HUNG_RUN_SECONDS (fillmask/watchdog.py).
 timeout = int(os.environ.get("TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish
+# Above the nginx sites' upstream keepalive_timeout (4 s): nginx closes an idle connection first,
+# so it never sends a request on one Gunicorn is closing.
 keepalive = int(os.environ.get("KEEPALIVE", "5"))
 
 # -- Request limits (the body limit is MAX_BODY_BYTES, enforced by the app) --------------------

@@ -84,6 +84,28 @@ def gemm_peak(threads, m=512, k=768, n=3072, reps=20):
     }
 
 
+def weight_stream_rate(threads, k=2048, n=32768, reps=10):
+    """GB/s at which onnxruntime's MatMul streams a weight matrix too big for any cache.
+
+    One input row against a [k, n] fp32 weight (256 MB by default): what a run does with each
+    weight when it has few rows, so its time is the weight's bytes over the memory's rate.
+    """
+    from fillmask.session import create_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemv.onnx"
+        path.write_bytes(gemm_graph(1, k, n))
+        session = create_session(path, threads)
+    x = np.random.default_rng(1).standard_normal((1, k)).astype(np.float32)
+    session.run(None, {"x": x})
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - start)
+    return {"shape": [1, k, n], "threads": threads, "gbps": round(4 * k * n / min(times) / 1e9, 2)}
+
+
 def architecture(manifest):
     """``bert_flops`` keyword arguments from an exported model's manifest.json.
 

@@ -20,59 +20,11 @@ import logging
 from pathlib import Path
 
 from . import flops
+from .pi_rates import BOARDS, PUBLISHED
 from .shapes import VOCAB
 
 logger = logging.getLogger(__name__)
 
-# Each rate with the public measurement it comes from. fp32 GEMM = 2 × HPL's fp64 GFLOP/s (the
-# same NEON units do 4 fp32 lanes where they do 2 fp64 ones); bandwidth = bytes read + written
-# per second in a streaming copy (STREAM's and tinymembench's convention: copy × 2).
-BOARDS = {
-    "pi4": {
-        "name": "Raspberry Pi 4B (4× Cortex-A72)",
-        "fp32_gflops": 2 * 11.889,
-        "int8_gflops": 2 * 11.889,  # no dot-product: int8 saves bytes, not arithmetic
-        "gbps": 5.53,
-        "sources": [
-            "fp32 GEMM 23.8 GFLOP/s = 2 × HPL 11.889 GFLOP/s fp64 on a Pi 4 at 1.8 GHz "
-            "(geerlingguy/top500-benchmark README, issue #13); consistent with ncnn's Pi 4 "
-            "resnet50 fp32 at 4 threads, 335 ms for ~8.2 GFLOP = 24.5 GFLOP/s "
-            "(Tencent/ncnn benchmark/README.md)",
-            "memory 5.53 GB/s = STREAM Copy 5527 MB/s on a Pi 4 (sci-pi.org.uk/bench/stream.html); "
-            "tinymembench C copy 2777 MB/s × 2 on a Pi 4 (geerlingguy/sbc-reviews #110) agrees",
-            "int8 at the fp32 rate: without the dot-product instruction quantised 8-bit gives "
-            "'only reduced memory bandwidth' (ARM-software/armnn#382); ncnn's Pi 4 int8 rows "
-            "and XNNPACK#6653 (no dot product: little or no int8 gain) say the same",
-        ],
-    },
-    "pi5": {
-        "name": "Raspberry Pi 5 (4× Cortex-A76, dot-product)",
-        "fp32_gflops": 2 * 30.249,
-        "int8_gflops": 1.5 * 2 * 30.249,
-        "gbps": 2 * 6.296,
-        "sources": [
-            "fp32 GEMM 60.5 GFLOP/s = 2 × HPL 30.249 GFLOP/s fp64 on a Pi 5 at 2.4 GHz "
-            "(geerlingguy/top500-benchmark README, issue #18)",
-            "memory 12.6 GB/s = tinymembench C copy backwards 6296 MB/s × 2 on a Pi 5 "
-            "(geerlingguy/sbc-reviews #21)",
-            "int8 at 1.5 × fp32: 'on armv8.2-a we see a speedup of about 1.5x for qasymm8 due "
-            "to the use of the dot product instruction' (ARM-software/ComputeLibrary#855)",
-        ],
-    },
-}
-
-# Published ONNX Runtime latencies on a Raspberry Pi 4 of encoders whose shapes are known; the
-# source gives no token count, so the check is made at 16, 32 and 64 tokens (the note says so).
-PUBLISHED = {
-    "source": "shodh-memory.com/blog/embedding-models-edge-devices (ONNX Runtime via the Rust "
-    "ort crate, Raspberry Pi 4, one embedding; token count and precision not stated)",
-    "models": [
-        # name, layers, hidden, intermediate, measured ms (encoder only: no MLM head)
-        ("all-mpnet-base-v2 (12×768)", 12, 768, 3072, 340.0),
-        ("all-MiniLM-L12-v2 (12×384)", 12, 384, 1536, 71.0),
-        ("all-MiniLM-L6-v2 (6×384)", 6, 384, 1536, 34.0),
-    ],
-}
 ROW_LOOKUPS = {"Gather", "EmbedLayerNormalization"}  # read a few rows of a table, not all of it
 
 
@@ -178,6 +130,31 @@ def table(shape_results, tokens):
     return rows
 
 
+def here_check(rows, rates, tokens):
+    """Measured here ÷ the formula with this machine's own rates, over the fp32 rows.
+
+    int8 is left out: this x86 CPU has fast int8 arithmetic, which the formula's fp32 rate
+    would not describe (the Pi 4 has none, which is why the formula uses its fp32 rate).
+    """
+    ratios = []
+    for row in rows:
+        if row["precision"] != "fp32":
+            continue
+        for t in tokens:
+            measured = row["here_ms"].get(t)
+            if measured:
+                ratios.append(measured / estimate_ms(row["gflop"][t], row["weight_mb"], rates))
+    if not ratios:
+        return None
+    return {
+        "rates": rates,
+        "median": round(float(sorted(ratios)[len(ratios) // 2]), 2),
+        "min": round(min(ratios), 2),
+        "max": round(max(ratios), 2),
+        "n": len(ratios),
+    }
+
+
 def model_weight_mb(model_dir, precisions=("fp32", "int8")):
     """precision → MB of weights read per run, from the exported graphs of ``model_dir``."""
     from fillmask.model_files import PRECISION_FILES
@@ -196,6 +173,11 @@ def run(work, threads, reps, tokens=(16, 32, 64)):
 
     dirs = export_all(work=work)
     exported = {name: d for name, d in dirs.items() if not isinstance(d, str)}
+    # This machine's own two rates, for the same formula against what is measured here.
+    rates = {
+        "fp32_gflops": flops.gemm_peak(threads)["gflops"],
+        "gbps": flops.weight_stream_rate(threads)["gbps"],
+    }
     here = measure_here(exported, threads, reps, tokens)
     by_name = {shape.name: shape for shape in SHAPES}
     entries = {
@@ -206,13 +188,15 @@ def run(work, threads, reps, tokens=(16, 32, 64)):
         }
         for name, model_dir in exported.items()
     }
+    rows = table(entries, tokens)
     return {
         "tokens": list(tokens),
         "threads_here": threads,
+        "here_check": here_check(rows, rates, tokens),
         "reps": reps,
         "combine": "sum",
         "boards": BOARDS,
-        "rows": table(entries, tokens),
+        "rows": rows,
         "export_failed": {name: d for name, d in dirs.items() if isinstance(d, str)},
         "validation": validation(),
         "random_weights": True,

@@ -138,13 +138,25 @@ def markdown(results):
         *here_text(pi.get("here_check")),
         *recommendations(pi),
         "",
-        "Not in the estimate: tokenising, `session.run` dispatch and the HTTP round trip (a "
-        "few ms here; [performance.md](performance.md) and the benchmark's results give the "
-        "service's own cost), which is what the two smallest shapes mostly spend. The rates "
-        "are all four cores for one request (`WORKERS=1 ORT_THREADS=4`); with the default two "
-        "workers of two threads a lone request has half the arithmetic rate.",
+        "Not in the estimate: tokenising, `session.run` dispatch and the HTTP round trip"
+        + _service_cost(results)
+        + ", which is what the two smallest shapes mostly spend; a Pi core is slower at them "
+        "too. The rates are all four cores for one request (`WORKERS=1 ORT_THREADS=4`); with "
+        "the default two workers of two threads a lone request has half the arithmetic rate.",
     ]
     return "\n".join(lines)
+
+
+def _service_cost(results):
+    """' (measured here in the same run: …)' from the service-cost part, if it ran."""
+    per = results.get("service_cost", {}).get("per_request", {}).get("fp32", {})
+    cell = per.get(16) or per.get("16")
+    if not cell:
+        return ""
+    return (
+        f" (the service's own cost, HTTP minus in process, measured here in the same run: "
+        f"{cell['service_cost_ms']:g} ms at 16 tokens, fp32)"
+    )
 
 
 def write_doc(results, doc=DOC):

@@ -46,9 +46,12 @@ def load_source(source):
     try:
         # Eager attention: the TorchScript exporter cannot trace SDPA, and only this path lets
         # onnxruntime's optimizer fuse Attention and EmbedLayerNormalization (see export_graph).
-        model = AutoModelForMaskedLM.from_pretrained(
-            str(local) if looks_local else source, attn_implementation="eager"
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            str(local) if looks_local else source,
+            attn_implementation="eager",
+            output_loading_info=True,
         )
+        check_head(source, model, info)
         tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else source)
     except OSError as exc:
         raise ExportError(
@@ -66,6 +69,19 @@ def load_source(source):
         raise ExportError(f"{source}: the tokenizer has no [MASK] token")
     model.eval()
     return model, tokenizer
+
+
+def check_head(source, model, info):
+    """Refuse a model that is not a BERT masked LM, or whose MLM head transformers had to
+    initialise (a BertModel checkpoint, say): it would export, pass parity and answer noise."""
+    if not (hasattr(model, "bert") and hasattr(model, "cls")):
+        raise ExportError(f"{source}: a {type(model).__name__}, not a BertForMaskedLM")
+    fresh = sorted(key for key in info["missing_keys"] if key.startswith("cls."))
+    if fresh:
+        raise ExportError(
+            f"{source}: no trained masked-LM head (newly initialised: {', '.join(fresh)}); "
+            "export a checkpoint saved with its MLM head (BertForMaskedLM), not a BertModel"
+        )
 
 
 def masked_row_module(model, mask_token_id):

@@ -204,3 +204,30 @@ def test_parity_failure_exits_non_zero(tiny_source, tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # nothing can pass a negative tolerance
     rc = export_onnx.main(["--model", str(tiny_source), "--output", str(tmp_path / "x")])
     assert rc == 1
+
+
+def test_a_model_without_its_mlm_head_is_refused(tiny_source, tmp_path, capsys):
+    """A BertModel checkpoint loads as BertForMaskedLM with a random head: refused, by name."""
+    from transformers import BertForMaskedLM, BertTokenizerFast
+
+    import export_onnx
+
+    encoder_only = tmp_path / "bert-model"
+    BertForMaskedLM.from_pretrained(tiny_source).bert.save_pretrained(encoder_only)
+    BertTokenizerFast.from_pretrained(tiny_source).save_pretrained(encoder_only)
+    out = tmp_path / "out"
+    assert export_onnx.main(["--model", str(encoder_only), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no trained masked-LM head" in err and "cls.predictions.transform.dense.weight" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_masked_lm_that_is_not_bert_is_refused(tmp_path, capsys):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    import export_onnx
+
+    sizes = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    RobertaForMaskedLM(RobertaConfig(vocab_size=100, **sizes)).save_pretrained(tmp_path / "r")
+    assert export_onnx.main(["--model", str(tmp_path / "r"), "--output", str(tmp_path / "o")]) == 2
+    assert "a RobertaForMaskedLM, not a BertForMaskedLM" in capsys.readouterr().err

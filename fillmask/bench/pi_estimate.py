@@ -25,7 +25,8 @@ from .shapes import VOCAB
 
 logger = logging.getLogger(__name__)
 
-ROW_LOOKUPS = {"Gather", "EmbedLayerNormalization"}  # read a few rows of a table, not all of it
+# Operators that read only their tokens' rows of a table, not all of it.
+ROW_LOOKUPS = {"Gather", "EmbedLayerNormalization", "QEmbedLayerNormalization"}
 
 
 def weight_bytes(onnx_path):
@@ -57,18 +58,20 @@ def weight_bytes(onnx_path):
     return total
 
 
-def analytic_weight_bytes(layers, hidden, intermediate, vocab=VOCAB, head=True, itemsize=4):
+def analytic_weight_bytes(layers, hidden, intermediate, vocab=VOCAB, head=True, matrix_bytes=4):
     """Bytes of the weights a run reads, from the config (the independent check of the graph).
 
-    Per layer: Q, K, V and output projections, the feed-forward in and out, their biases and
-    two LayerNorms; with ``head``, the MLM transform, its LayerNorm and the decoder.
+    Per layer: Q, K, V and output projections, the feed-forward in and out (``matrix_bytes``
+    per weight: 4 in fp32, 1 in int8), their biases and two LayerNorms (fp32 in both); with
+    ``head``, the MLM transform, its LayerNorm and the decoder over the whole vocabulary.
     """
     h, i = hidden, intermediate
-    per_layer = 4 * h * h + 2 * h * i + (4 * h + i + h) + 2 * 2 * h
-    params = layers * per_layer + 2 * h  # + the embeddings' LayerNorm
+    matrices = layers * (4 * h * h + 2 * h * i)
+    vectors = layers * ((4 * h + i + h) + 2 * 2 * h) + 2 * h  # + the embeddings' LayerNorm
     if head:
-        params += h * h + h + 2 * h + h * vocab + vocab
-    return params * itemsize
+        matrices += h * h + h * vocab
+        vectors += h + 2 * h + vocab
+    return matrices * matrix_bytes + vectors * 4
 
 
 def estimate_ms(gflop, weight_mb, board, precision="fp32", combine="sum"):

@@ -40,6 +40,8 @@ from fillmask.bench import (  # noqa: E402
     report,
     service_cost,
     shapes,
+    weights_report,
+    workers_memory,
 )
 from fillmask.model_files import PRECISION_FILES as FILES  # noqa: E402
 
@@ -85,7 +87,7 @@ def get_args(argv=None):
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to leave out: small, flops, pi, startup, http, service",
+        help="comma-separated parts to leave out: small, flops, pi, startup, http, service, memory",
     )
     return parser.parse_args(argv)
 
@@ -161,11 +163,20 @@ def main(argv=None):
         results["service_cost"] = service_cost.measure(
             bench_models.model_dir, precisions, args.threads, reps=15 if args.quick else 40
         )
+    if "memory" not in skip:
+        print("[+] shared weights: summed PSS of 1, 2, 4 workers, cold start ...", flush=True)
+        results["workers_memory"] = workers_memory.run(bench_models.model_dir, work, args.quick)
     results["meta"]["seconds"] = round(time.perf_counter() - started)
     results["meta"]["load_average_after"] = machine.load_average()
     text = report.write_all(results, args.out)
     if "pi" in results and Path(args.out).resolve() == DOCS_BENCH:
         pi_report.write_doc(results)  # docs/raspberry-pi.md shows this run's table, no other
+    if "workers_memory" in results:
+        with open(Path(args.out) / "results.md", "a", encoding="utf-8") as handle:
+            handle.write("\n## Memory per worker: shared weights\n\n")
+            handle.write(weights_report.markdown(results) + "\n")
+        if Path(args.out).resolve() == DOCS_BENCH:
+            weights_report.write_docs(results)  # docs/performance.md and raspberry-pi.md
     print(text)
     print(f"wrote {args.out}/results.json, results.md, chart.png in {results['meta']['seconds']} s")
     return 1 if any(t["passed"] is False for t in results["targets"]) else 0

@@ -159,18 +159,14 @@ def _build(source, entry, threads):
     try:
         work.mkdir()
         _session(source, options)  # writes the copy; the session itself is dropped
-        files = {}
-        for name in [n for n in ("model.onnx", DATA) if (work / n).exists()]:
+        files = {n: (work / n).stat() for n in ("model.onnx", DATA) if (work / n).exists()}
+        stamp = {n: {"bytes": f.st_size, "mtime_ns": f.st_mtime_ns} for n, f in files.items()}
+        for name in files:
+            stamp[name]["sha256"] = sha256_of(work / name)
+        (work / STAMP).write_text(json.dumps({"source": str(source), "files": stamp}, indent=1))
+        for name in [*files, STAMP]:  # on disk before the rename makes the copy visible
             with open(work / name, "rb") as handle:
-                os.fsync(handle.fileno())  # on disk before the stamp says it is complete
-            stat = (work / name).stat()
-            files[name] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            files[name]["sha256"] = sha256_of(work / name)
-        stamp = {"source": str(source), "onnxruntime": ort.__version__, "files": files}
-        with open(work / STAMP, "w") as handle:
-            json.dump(stamp, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
+                os.fsync(handle.fileno())
         os.rename(work, entry)
     except Exception as exc:  # OSError, or onnxruntime's Fail when its write fails (full disk)
         shutil.rmtree(work, ignore_errors=True)

@@ -8,11 +8,15 @@
 # (QEMU_CPU=cortex-a72: no dot-product or SVE instructions), installs requirements.txt into a
 # venv from aarch64 wheels only (the versions of constraints.txt), runs the serving tests on a
 # tiny model exported on this machine, then starts a real Gunicorn in the userland and asks it
-# for a /predict over loopback.
+# for a /predict over loopback. The shared-weight path (fillmask/session.py) is exercised on
+# aarch64: the prepacked copy is made there for the A72's NEON kernels, must answer exactly like
+# the exported file there, both Gunicorn workers must map the one copy, and the fp32 and int8
+# answers must match the ones this (x86-64) machine gives on the same model.
 # Exits non-zero if any of that fails; removes everything it made on the way out.
 #
 # Environment:
-#   PYTHON            host Python with torch + transformers, to export the tiny model (python3)
+#   PYTHON            host Python with torch + transformers, to export the tiny model, and
+#                     onnxruntime + numpy, for the x86 answers the Pi's are compared with (python3)
 #   PI_MODEL_DIR      an already exported model directory instead (then the host needs no torch)
 #   PI_WORKDIR        where to build (default: a new directory under /var/tmp)
 #   PI_KEEP=1         keep the work directory; running again with PI_WORKDIR=it skips the
@@ -220,6 +224,65 @@ run_tests() {
     "$PYTEST_MARKERS" "${PYTEST_IGNORE[@]}" ${PI_PYTEST_ARGS:-}
 }
 
+# The model's answers on a fixed batch (padding included), fp32 and int8, through the shared
+# copy, after checking that it is mapped and answers exactly like the exported file. Run on the
+# host and in the userland; prints JSON.
+ANSWERS_PY='
+import json, sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from fillmask.session import create_session
+model, cache = Path(sys.argv[2]), sys.argv[3]
+manifest = json.loads((model / "manifest.json").read_text())
+special = manifest["special_tokens"]
+ids = np.random.default_rng(0).integers(special["mask"] + 3, manifest["vocab_size"], (4, 16))
+ids[:, 0], ids[:, -1] = special["cls"], special["sep"]
+ids[np.arange(4), [1, 4, 7, 10]] = special["mask"]
+mask = np.ones_like(ids)
+mask[2, 12:] = 0
+feeds = {"input_ids": ids, "attention_mask": mask}
+out = {}
+for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+    direct = create_session(model / name).run(None, feeds)[0]
+    shared = create_session(model / name, shared=True, cache_dir=cache).run(None, feeds)[0]
+    assert np.array_equal(direct, shared), f"{precision}: the shared copy answers differently"
+    maps = [ln for ln in Path("/proc/self/maps").read_text().splitlines() if cache in ln]
+    assert any(ln.endswith("/model.data") for ln in maps), f"{precision}: copy not mapped"
+    out[precision] = shared.tolist()
+print(json.dumps(out))
+'
+
+compare_answers() {
+  log "answers: aarch64 (Cortex-A72, emulated) against x86-64, same model"
+  "$PYTHON" - "$WORK/answers-x86.json" "$WORK/answers-arm.json" <<'EOF' || die "aarch64 and x86-64 answers differ"
+import json, sys
+import numpy as np
+x86, arm = (json.load(open(p)) for p in sys.argv[1:3])
+# fp32: the same sums in another order (NEON vs AVX kernels). int8: the same quantised weights
+# and activation scales; only the integer products' kernels differ.
+TOLERANCE = {"fp32": 1e-4, "int8": 1e-2}
+failed = False
+for precision, tolerance in TOLERANCE.items():
+    a, b = np.array(x86[precision]), np.array(arm[precision])
+    diff = float(np.abs(a - b).max())
+    top1 = int((a.argmax(1) == b.argmax(1)).sum())
+    print(f"{precision}: max |x86 - aarch64| log-prob {diff:.2e} (tolerance {tolerance:g}), "
+          f"top-1 identical for {top1}/{len(a)} masks")
+    failed |= not diff <= tolerance
+sys.exit(1 if failed else 0)
+EOF
+}
+
+shared_weights_check() {
+  log "shared weights on aarch64: prepacked copy made in the userland, answers vs the exported file"
+  in_pi sh -c 'cd /srv/fillmask && exec python -c "$0" /srv/fillmask /srv/model /srv/pi-cache' \
+    "$ANSWERS_PY" >"$WORK/answers-arm.json" || die "the shared-weight path failed on aarch64"
+  (cd "$ROOT" && "$PYTHON" -c "$ANSWERS_PY" "$ROOT" "$ROOTFS/srv/model" "$WORK/x86-cache") \
+    >"$WORK/answers-x86.json" || die "the x86 answers failed (PYTHON needs onnxruntime + numpy)"
+  compare_answers
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -253,6 +316,14 @@ for c in first:
     assert c["sequence"] == "今天天气很" + c["word"] + "。", c
 print("/predict (random weights, mechanics only):", [c["word"] for c in first])
 ' || die "unexpected /predict body: $body"
+  # Both workers map the one prepacked copy (fillmask/session.py) of the model directory.
+  local mapping=0 proc
+  for proc in /proc/[0-9]*; do
+    [ "$(readlink "$proc/root" 2>/dev/null)" = "$ROOTFS" ] || continue
+    grep -q '/srv/model/.weights-cache/.*/model.data$' "$proc/maps" 2>/dev/null && mapping=$((mapping + 1))
+  done
+  [ "$mapping" = 2 ] || { cat "$WORK/gunicorn.log" >&2; die "$mapping processes map the shared weights, not 2"; }
+  log "both workers map /srv/model/.weights-cache (one copy of the weights)"
   log "stopping gunicorn"
   kill -TERM "$SERVER_PID"
   wait "$SERVER_PID" || die "gunicorn did not stop cleanly"
@@ -268,4 +339,5 @@ install_venv
 mkdir -p "$ROOTFS/srv/model"
 tiny_model
 run_tests
+shared_weights_check
 serve_and_predict

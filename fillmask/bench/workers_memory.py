@@ -27,6 +27,7 @@ from .latency import bench_text
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
+FILE = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Private_Clean", "Private_Dirty")
 
 
@@ -104,6 +105,48 @@ def measure(model_dir, cache_dir, precisions=("fp32", "int8"), counts=(1, 2, 4))
             }
             print(f"      {name}: {json.dumps(table[name])}", flush=True)
     return table
+
+
+def latency_ratio(model_dir, precision, cache_dir, reps=30, threads=2, tokens=(16, 64)):
+    """Median ms of one run with the prepacked copy and with the exported file, interleaved,
+    and their ratio (below 1: the shared copy is faster), per token count."""
+    from fillmask.session import create_session
+
+    path = Path(model_dir) / ("model.onnx" if precision == "fp32" else "model.int8.onnx")
+    special = json.loads((Path(model_dir) / "manifest.json").read_text())["special_tokens"]
+    sessions = {
+        "exported file": create_session(path, threads),
+        "shared copy": create_session(path, threads, shared=True, cache_dir=str(cache_dir)),
+    }
+    result = {}
+    for length in tokens:
+        ids = np.full((1, length), 1000, dtype=np.int64)
+        ids[0, 0], ids[0, -1], ids[0, length // 2] = special["cls"], special["sep"], special["mask"]
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        times = {name: [] for name in sessions}
+        for rep in range(reps + 3):
+            for name, session in sorted(sessions.items(), reverse=rep % 2 == 1):
+                start = time.perf_counter()
+                session.run(None, feeds)
+                if rep >= 3:  # the first runs fault the mapped pages in and fill the arena
+                    times[name].append((time.perf_counter() - start) * 1000)
+        medians = {name: round(float(np.median(v)), 2) for name, v in times.items()}
+        ratio = round(medians["shared copy"] / medians["exported file"], 3)
+        result[length] = {**{f"{k} ms": v for k, v in medians.items()}, "ratio": ratio}
+    return result
+
+
+def run(model_dir, work, quick=False):
+    """Everything bench.py's memory part reports (see fillmask/bench/weights_report.py)."""
+    cache = Path(work) / "weights-cache"
+    precisions = [p for p in ("fp32", "int8") if (Path(model_dir) / FILE[p]).is_file()]
+    result = {"table": measure(model_dir, cache, precisions)}
+    result["cold_start_s"] = {p: cold_start(model_dir, p, cache) for p in precisions}
+    result["itemised"] = {p: itemise(model_dir, p, cache) for p in precisions}
+    reps = 15 if quick else 60
+    result["latency"] = {p: latency_ratio(model_dir, p, cache, reps) for p in precisions}
+    result["load"] = "8 concurrent clients, 64-token texts (micro-batches up to 8), ORT_THREADS=1"
+    return result
 
 
 def cold_start(model_dir, precision, cache_dir):

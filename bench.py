@@ -89,6 +89,13 @@ def get_args(argv=None):
         default="",
         help="comma-separated parts to leave out: small, flops, pi, startup, http, service, memory",
     )
+    parser.add_argument(
+        "--in-process",
+        choices=("fill", "predict"),
+        default="fill",
+        help="the service-cost part's in-process side: FillService.fill (default) or "
+        "Predictor.predict alone",
+    )
     return parser.parse_args(argv)
 
 
@@ -109,6 +116,7 @@ def main(argv=None):
         + (" --quick" if args.quick else "")
         + (f" --model {args.model}" if args.model else "")
         + (f" --threads {args.threads}" if args.threads != 2 else "")
+        + (f" --in-process {args.in_process}" if args.in_process != "fill" else "")
     )
     results = {
         "meta": {
@@ -161,7 +169,11 @@ def main(argv=None):
         print("[6/6] the service's own cost: HTTP minus in process, interleaved ...", flush=True)
         precisions = [p for p in ("fp32", "int8") if (bench_models.model_dir / FILES[p]).is_file()]
         results["service_cost"] = service_cost.measure(
-            bench_models.model_dir, precisions, args.threads, reps=15 if args.quick else 40
+            bench_models.model_dir,
+            precisions,
+            args.threads,
+            reps=15 if args.quick else 40,
+            use=args.in_process,
         )
     if "memory" not in skip:
         print("[+] shared weights: summed PSS of 1, 2, 4 workers, cold start ...", flush=True)

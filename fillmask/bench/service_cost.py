@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class InProcess:
     """The in-process side: ``call(body)`` does what a worker does minus HTTP and formatting."""
 
-    def __init__(self, model_dir, precision, threads):
+    def __init__(self, model_dir, precision, threads, use="fill"):
         from fillmask.config import Config
 
         self.config = Config(
@@ -33,12 +33,14 @@ class InProcess:
             cache_size=0,
         )
         try:
+            if use != "fill":
+                raise ImportError(use)
             from fillmask.requests import Shapes
             from fillmask.service import FillService
-        except ImportError:  # before fillmask/service.py: the predictor alone
+        except ImportError:  # before fillmask/service.py (or asked for): the predictor alone
             from fillmask.predictor import Predictor
 
-            self.what = "Predictor.predict (fillmask/service.py not there yet)"
+            self.what = "Predictor.predict (no request validation, no FillService)"
             self.predictor = Predictor(
                 model_dir, precision=precision, max_length=self.config.max_length, threads=threads
             )
@@ -60,8 +62,11 @@ class InProcess:
         return self.service.fill(self.shapes.predict(body))
 
 
-def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5):
-    """Per precision and token count: HTTP p50, in-process p50, and their paired difference."""
+def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5, use="fill"):
+    """Per precision and token count: HTTP p50, in-process p50, and their paired difference.
+
+    ``use``: "fill" (``FillService.fill``) or "predict" (``Predictor.predict`` alone).
+    """
     servers, sides, sessions = {}, {}, {}
     try:
         for precision in precisions:
@@ -72,7 +77,7 @@ def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5):
                 MODEL_PRECISION=precision,
                 ORT_THREADS=str(threads),
             ).start()
-            sides[precision] = InProcess(model_dir, precision, threads)
+            sides[precision] = InProcess(model_dir, precision, threads, use)
             sessions[precision] = requests.Session()
         texts = {t: load_texts(bench_text(t)) for t in tokens}
         times = {p: {t: {"http": [], "inproc": []} for t in tokens} for p in precisions}

@@ -10,24 +10,25 @@ import os
 import signal
 import threading
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from fillmask import api, deadline, metrics, openapi, page, security, v2
-from fillmask.batcher import MicroBatcher
-from fillmask.cache import LRUCache
-from fillmask.config import Config, ConfigError, check_vocabulary
+from fillmask.config import Config, ConfigError
 from fillmask.errors import FillMaskError, ModelFilesError
-from fillmask.runner import UnbatchedRunner
-from fillmask.watchdog import RunWatch
+from fillmask.service import FillService
 
 logger = logging.getLogger("fillmask")
 # A hung worker that cannot stop gracefully exits this long after REQUEST_TIMEOUT (seconds).
 EXIT_MARGIN_SECONDS = 2
 
 
-def create_app(config=None):
-    """Build the Flask app. ``config``: a ``Config``, a dict of overrides, or None (environment)."""
+def create_app(config=None, strict=True):
+    """Build the Flask app. ``config``: a ``Config``, a dict of overrides, or None (environment).
+
+    ``strict``: raise when a model cannot load; under Gunicorn (``app`` below) a model that
+    cannot load leaves a reason, its requests get a 503 and the others serve.
+    """
     if config is None:
         config = Config.from_env()
     elif isinstance(config, dict):
@@ -36,10 +37,8 @@ def create_app(config=None):
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.ensure_ascii = False  # real Chinese characters in responses, not \uXXXX
     app.json.sort_keys = False  # keep the documented field order
-    app.extensions["fillmask"] = api.Runtime(
-        config=config, cache=LRUCache(config.cache_size, config.cache_bytes)
-    )
-    load_predictor(app.extensions["fillmask"])
+    service = FillService(config)
+    app.extensions["fillmask"] = service.load(stop_hung_worker(service), strict=strict)
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(openapi.bp)
@@ -63,65 +62,17 @@ def register_deadline(app, config):
         deadline.clear()
 
 
-def load_predictor(rt):
-    """Create the worker's predictor; keep the reason when it cannot (503s until fixed)."""
-    from fillmask.predictor import Predictor
-    from fillmask.session import return_freed_memory
-
-    cfg = rt.config
-    return_freed_memory()  # before the session is built: its parsed copy goes back to the OS
-    try:
-        predictor = Predictor(
-            cfg.model_dir,
-            precision=cfg.model_precision,
-            max_length=cfg.max_length,
-            threads=cfg.ort_threads,
-            max_masks=cfg.max_masks,
-            verify=cfg.model_verify,
-            batch_max=cfg.batch_max,
-        )
-        check_vocabulary(cfg, int((~predictor.excluded).sum()))
-    except (ModelFilesError, FillMaskError, ConfigError) as exc:
-        if cfg.strict:
-            raise
-        rt.error = str(exc)
-        logger.error("model not loaded: %s", exc)
-        return
-    # One run before the first request: onnxruntime allocates its buffers on the first run, so
-    # the first user does not pay for it.
-    predictor.log_probs([predictor.prepare("[MASK]")])
-    run = RunWatch(cfg.hung_run_seconds, stop_hung_worker(rt)).track(
-        metrics.observe_runs(predictor.log_probs)
-    )
-    # Either way a request waits for its rows at most until its deadline (JSON 504).
-    predictor.infer = (
-        MicroBatcher(run, cfg.batch_max, cfg.batch_window_ms, timeout=cfg.request_timeout)
-        if cfg.batching
-        else UnbatchedRunner(run, timeout=cfg.request_timeout)
-    ).submit
-    rt.predictor = predictor
-    metrics.MODEL_INFO.labels(predictor.name, predictor.precision).set(1)
-    logger.info(
-        "model %s (%s) loaded from %s, %d ORT thread(s), batching %s",
-        predictor.name,
-        predictor.precision,
-        cfg.model_dir,
-        cfg.ort_threads,
-        "on" if cfg.batching else "off",
-    )
-
-
-def stop_hung_worker(rt):
+def stop_hung_worker(service):
     """What to do when a model run hangs: answer 503 from now on, and replace this worker."""
 
     def stop(_age):
-        rt.error = "a model run hung; this worker is being replaced"
+        service.error = "a model run hung; this worker is being replaced"
         # Gunicorn's worker stops gracefully on SIGTERM and its master starts a new one. Requests
         # waiting for the hung run get their 504 within REQUEST_TIMEOUT meanwhile.
         os.kill(os.getpid(), signal.SIGTERM)
         # A thread stuck inside session.run would keep the process from ever exiting. Every other
         # request in flight has its answer within REQUEST_TIMEOUT; a little more to send it.
-        threading.Event().wait(rt.config.request_timeout + EXIT_MARGIN_SECONDS)
+        threading.Event().wait(service.config.request_timeout + EXIT_MARGIN_SECONDS)
         logger.error("the worker did not stop after a hung model run; exiting now")
         os._exit(1)
 
@@ -152,8 +103,12 @@ def register_error_handlers(app):
             413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
         }
         code = (exc.name or "error").lower().replace(" ", "_")
-        body = {"success": False, "error": messages.get(exc.code, exc.name), "code": code}
-        response = jsonify(body)
+        message = messages.get(exc.code, exc.name)
+        if request.path == "/v2" or request.path.startswith("/v2/"):
+            message = "no such v2 endpoint" if exc.code == 404 else message
+            response = jsonify({"error": message})  # the protocol's error object
+        else:
+            response = jsonify({"success": False, "error": message, "code": code})
         response.status_code = exc.code or 500
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
@@ -163,9 +118,15 @@ def register_error_handlers(app):
 def __getattr__(name):
     """``app`` for ``gunicorn app:app``, built on first access (in the worker, after fork)."""
     if name == "app":
-        logging.basicConfig(level=logging.INFO)
         try:
-            globals()["app"] = create_app(Config.from_env(strict=True))
+            app = create_app(Config.from_env(), strict=False)
+            service = app.extensions["fillmask"]
+            default = service.config.model_dirs[0].rstrip("/").rsplit("/", 1)[-1]
+            if default in service.failed:  # the others' requests get a 503; the default's: exit
+                raise ModelFilesError(service.failed[default])
+            for name, reason in service.failed.items():
+                logger.error("model %s not loaded (its requests get 503): %s", name, reason)
+            globals()["app"] = app
         except (ConfigError, ModelFilesError, FillMaskError) as exc:
             # A model that cannot load, or a setting it cannot honour (MAX_TOP_K over its
             # vocabulary): one line, and the exit status on which Gunicorn's master stops

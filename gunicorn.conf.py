@@ -99,15 +99,32 @@ def on_starting(server):
         # MAX_LENGTH=lots) stops the server with one line instead of failing every worker boot.
         cfg = Config.from_env()
         check_timeouts(cfg, server.cfg.timeout, server.cfg.graceful_timeout)
-        model_dir, precision = cfg.model_dir, cfg.model_precision
-        verify = "sha256" if cfg.model_verify != "none" else "none"
-        files = open_model_dir(model_dir, precision, verify=verify)
+        precision, verify = cfg.model_precision, "sha256" if cfg.model_verify != "none" else "none"
+        names = {}
+        for index, model_dir in enumerate(cfg.model_dirs):
+            try:
+                files = open_model_dir(model_dir, precision, verify=verify)
+            except ModelFilesError as exc:
+                if index == 0:  # the default model: without it there is no service
+                    raise
+                server.log.error(
+                    "model at %s not served (its requests get 503): %s", model_dir, exc
+                )
+                continue
+            if files.name in names:
+                raise ValueError(
+                    f"MODEL_DIR names two directories of the model {files.name!r} "
+                    f"({names[files.name]}, {model_dir}); one per name"
+                )
+            names[files.name] = model_dir
+            server.log.info(
+                "model %s (%s) at %s checked (%s)", files.name, precision, model_dir, verify
+            )
         # Before any fork: every worker must find PROMETHEUS_MULTIPROC_DIR set when it starts.
         metrics_dir = metrics_setup.prepare_dir(cfg)
     except (ModelFilesError, ValueError) as exc:
         server.log.error("cannot start: %s", exc)
         sys.exit(1)
-    server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, model_dir, verify)
     if metrics_dir:
         server.log.info("metrics of all workers in %s", metrics_dir)
 

@@ -1,64 +1,30 @@
-"""A small thread-safe LRU cache for recent identical requests (the page re-asks while typing).
+"""A small thread-safe LRU cache of finished response bodies (the page re-asks while typing).
 
-Bounded twice: in entries (``CACHE_SIZE``) and in estimated bytes (``CACHE_BYTES``), since one
-entry can be a few bytes or, for a batch of long texts with top_k 50, megabytes.
+Bounded twice: in entries (``CACHE_SIZE``) and in bytes (``CACHE_BYTES``), since one body can be
+a few hundred bytes or, for a batch of long texts with top_k 50, megabytes. A body is bytes, so
+its size is its length; its key (the request) counts as the memory of its ``repr``.
 """
 
-import dataclasses
-import functools
 import sys
 import threading
 from collections import OrderedDict
 
 from . import metrics
 
-SCALARS = (str, bytes, int, float, bool, type(None))
 
-
-def estimate_bytes(value):
-    """Approximate memory of ``value``: containers, dataclasses, strings and numbers, walked.
-
-    Shared objects (a vocabulary word in many candidates) count once per reference: an
-    overestimate, which is the safe side for a bound. Iterative and dispatched on the exact
-    type: it runs on every stored answer, up to tens of thousands of candidates.
-    """
-    total, stack, sizeof = 0, [value], sys.getsizeof
-    while stack:
-        item = stack.pop()
-        total += sizeof(item)
-        kind = type(item)
-        if kind in SCALARS:
-            continue
-        if kind is list or kind is tuple or kind is set or kind is frozenset:
-            stack.extend(item)
-        elif kind is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif dataclasses.is_dataclass(item):
-            if hasattr(item, "__dict__"):
-                total += sizeof(item.__dict__)
-            for name in _field_names(kind):
-                field = getattr(item, name)
-                if type(field) in SCALARS:  # most fields: no round trip through the stack
-                    total += sizeof(field)
-                else:
-                    stack.append(field)
-    return total
-
-
-@functools.cache
-def _field_names(kind):
-    return tuple(f.name for f in dataclasses.fields(kind))
+def entry_bytes(key, body):
+    """Bytes an entry holds: the body, and its key about as much as the key's text."""
+    return len(body) + sys.getsizeof(repr(key))
 
 
 class LRUCache:
     """Least-recently-used mapping bounded in entries and in bytes; 0 for either stores nothing."""
 
-    def __init__(self, size=256, max_bytes=16 << 20, sizer=estimate_bytes):
+    def __init__(self, size=256, max_bytes=16 << 20, sizer=entry_bytes):
         self.size = max(0, int(size))
         self.max_bytes = max(0, int(max_bytes))
         self.sizer = sizer
-        self.bytes = 0  # estimated size of everything stored
+        self.bytes = 0  # size of everything stored
         self._data = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
         self.hits = 0
@@ -90,7 +56,7 @@ class LRUCache:
         """
         if not self.size or not self.max_bytes:
             return
-        cost = self.sizer(key) + self.sizer(value)
+        cost = self.sizer(key, value)
         with self._lock:
             old = self._data.pop(key, None)
             if old is not None:

@@ -7,7 +7,7 @@ those n log-probabilities; ``score`` is the softmax of the log-likelihoods over 
 so the scores sum to 1. Sums favour shorter candidates when lengths differ.
 
 Cost: one forward row per candidate character — 4 candidate idioms of 4 characters are 16 rows
-— run in chunks of ``chunk`` windows through ``predictor.infer`` (the micro-batcher when on).
+— run through ``predictor.log_probs`` (in BATCH_MAX chunks, micro-batched when on).
 """
 
 import logging
@@ -67,7 +67,7 @@ def blank_span(item, field="text"):
     return item.spans[blanks[0][0]][0], item.spans[blanks[0][-1]][1]
 
 
-def score(predictor, prepared, candidates, fields, chunk=16):
+def score(predictor, prepared, candidates, fields):
     """Rank ``candidates`` for each text: a list (per text) of ``Choice`` lists, best first."""
     ids = candidate_ids(predictor, candidates)
     spans = [blank_span(item, f) for item, f in zip(prepared, fields, strict=True)]
@@ -83,9 +83,12 @@ def score(predictor, prepared, candidates, fields, chunk=16):
         len(prepared),
         len(windows),
     )
-    rows = iter(predictor.infer_chunked(windows, chunk))
+    rows = iter(predictor.log_probs(windows))
     per_text = []
     for item, (start, end) in zip(prepared, spans, strict=True):
+        if not ids:
+            per_text.append([])
+            continue
         # Rows come back in window order: text, then candidate, then masked character.
         lls = np.array([sum(float(next(rows)[0][t]) for t in word_ids) for word_ids in ids])
         probs = np.exp(lls - lls.max())

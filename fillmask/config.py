@@ -30,6 +30,12 @@ class Config:
     max_texts: int = 32  # per "texts" batch
     max_top_k: int = 50
     max_targets: int = 100
+    max_candidates: int = 20  # words of one "candidates" list
+    max_candidate_chars: int = 8  # characters of one candidate word
+    # Model rows one request may cost through joint / candidates / idioms (one text needs at most
+    # 160 + 76): what one request costs a Raspberry Pi, whatever texts x candidates it sends.
+    max_whole_word_rows: int = 256
+    joint_beam: int = 5  # states kept per blank between joint decoding steps (rows per step)
     max_body_bytes: int = 1 << 20  # 1 MiB; larger bodies get 413
     # 512: a paragraph, and as many characters as BERT's 512 positions can ever see at once.
     max_text_chars: int = 512
@@ -44,7 +50,6 @@ class Config:
     model_verify: str = "size"  # none | size | sha256 (per worker; master: sha256)
     cors_origins: str = ""  # comma-separated origins allowed to call the API
     api_token: str = ""  # when set, the JSON API needs "Authorization: Bearer"
-    strict: bool = False  # raise at start when the model cannot load
     metrics: str = "auto"  # who may read /metrics: auto | on | token | off
     metrics_dir: str = ""  # workers' shared metrics files; empty: a fresh temporary directory
     drain_seconds: float = 0.0  # after SIGTERM: keep serving, but not ready, for this long
@@ -69,6 +74,11 @@ class Config:
         if "ort_threads" not in values:
             values["ort_threads"] = default_threads(environ)
         return replace(cls(**values), **overrides)
+
+    @property
+    def model_dirs(self):
+        """MODEL_DIR's directories (comma-separated; the first is the default model)."""
+        return [d.strip() for d in self.model_dir.split(",") if d.strip()]
 
     @property
     def allowed_origins(self):
@@ -100,6 +110,10 @@ RANGES = {
     "max_texts": _at_least(1),
     "max_top_k": _at_least(1),
     "max_targets": _at_least(1),
+    "max_candidates": _at_least(1),
+    "max_candidate_chars": _at_least(1),
+    "max_whole_word_rows": _at_least(1),
+    "joint_beam": _at_least(1),
     "max_body_bytes": _at_least(1024),
     "max_text_chars": _at_least(len("[MASK]")),
     "max_response_bytes": _at_least(10_000),
@@ -114,7 +128,6 @@ RANGES = {
     "model_verify": _one_of("none", "size", "sha256"),
     "cors_origins": _IS_STR,
     "api_token": _IS_STR,
-    "strict": _IS_BOOL,
     "metrics": (
         lambda v: isinstance(v, str) and v.strip().lower() in ("auto", "on", "token", "off"),
         "one of auto, on, token, off",

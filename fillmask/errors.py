@@ -1,21 +1,61 @@
-"""Errors that carry their HTTP status and a machine-readable code.
+"""Errors that carry their HTTP status and a machine-readable code, and every code there is.
 
 Raised anywhere below the HTTP layer; ``app.py`` turns them into
-``{"success": false, "error": ..., "code": ...}`` with ``status``.
+``{"success": false, "error": ..., "code": ...}`` with ``status``. ``ERROR_CODES`` is the one
+list of codes: an error with a code not in it is a bug (refused at raise), and the OpenAPI
+document lists the codes from it.
 """
+
+ERROR_CODES = {
+    400: (
+        "invalid_json",
+        "invalid_body",
+        "unknown_field",
+        "missing_text",
+        "invalid_type",
+        "empty_text",
+        "empty_batch",
+        "batch_too_large",
+        "text_too_long",
+        "response_too_large",
+        "conflicting_fields",
+        "no_mask",
+        "too_many_masks",
+        "invalid_mask",
+        "masks_too_far_apart",
+        "invalid_top_k",
+        "invalid_targets",
+        "invalid_target",
+        "invalid_blank",
+        "invalid_candidates",
+        "idioms_unavailable",
+    ),
+    401: ("unauthorized",),
+    403: ("origin_not_allowed",),
+    404: ("not_found", "unknown_model"),
+    405: ("method_not_allowed",),
+    413: ("request_entity_too_large",),
+    415: ("unsupported_media_type",),
+    500: ("internal_error",),
+    503: ("model_not_ready", "model_unavailable"),
+    504: ("timeout",),
+}
+STATUS_OF = {code: status for status, codes in ERROR_CODES.items() for code in codes}
 
 
 class FillMaskError(Exception):
-    """A request the service refuses, with a message saying what is accepted."""
+    """A request the service refuses, with a message saying what is accepted.
 
-    status = 400
+    The status follows from the code (``ERROR_CODES``) unless given.
+    """
 
-    def __init__(self, message, *, code="bad_request", status=None):
+    def __init__(self, message, *, code="invalid_body", status=None):
+        if code not in STATUS_OF:
+            raise ValueError(f"undocumented error code {code!r}")
         super().__init__(message)
         self.message = message
         self.code = code
-        if status is not None:
-            self.status = status
+        self.status = status or STATUS_OF[code]
 
     def to_dict(self):
         """The JSON body clients receive."""
@@ -24,8 +64,6 @@ class FillMaskError(Exception):
 
 class ModelNotReady(FillMaskError):
     """The model is not loaded (yet, or it failed): 503."""
-
-    status = 503
 
     def __init__(
         self, message="the model is not loaded yet; try again shortly", code="model_not_ready"

@@ -24,8 +24,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-BEAM = 5  # states kept per blank between steps: the cost/quality knob (rows per step)
-
 
 @dataclass(frozen=True)
 class Word:
@@ -56,13 +54,17 @@ class _Search:
     words: tuple = ()
 
 
-def rows_needed(prepared, beam=BEAM):
+def rows_needed(prepared, beam):
     """Upper bound of the forward rows ``decode`` runs for these texts."""
     return sum(1 + beam * (len(masks) - 1) for item in prepared for masks in item.blanks)
 
 
-def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
-    """Blanks of every text: a list (per text) of ``Blank`` lists, in text order."""
+def decode(predictor, prepared, top_k, beam, hanzi_only=False):
+    """Blanks of every text: a list (per text) of ``Blank`` lists, in text order.
+
+    ``beam``: states kept per blank between steps (JOINT_BEAM), the cost/quality knob.
+    """
+    bias = predictor.bias(hanzi_only)
     searches = [[_Search(item, masks) for masks in item.blanks] for item in prepared]
     flat = [s for per_text in searches for s in per_text]
     rows_run = 0
@@ -70,13 +72,13 @@ def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
         active = [s for s in flat if step < len(s.masks)]
         windows = [s.item.with_tokens(fills) for s in active for _, fills in s.states]
         rows_run += len(windows)
-        rows = iter(predictor.infer_chunked(windows, chunk))
+        rows = iter(predictor.log_probs(windows))
         for search in active:
             expanded = []
             last = step == len(search.masks) - 1
             for log_p, fills in search.states:
                 expanded.extend(
-                    _expand(predictor, search, log_p, fills, next(rows), top_k if last else beam)
+                    _expand(bias, search, log_p, fills, next(rows), top_k if last else beam)
                 )
             if last:
                 search.words = _words(predictor, search, expanded, top_k)
@@ -89,12 +91,12 @@ def decode(predictor, prepared, top_k=5, beam=BEAM, chunk=16):
     ]
 
 
-def _expand(predictor, search, log_p, fills, rows, width):
+def _expand(bias, search, log_p, fills, rows, width):
     """Fill the state's most confident open position with its ``width`` best tokens."""
     open_masks = [m for m in range(search.item.num_masks) if m not in fills]
     row_of = {m: r for r, m in enumerate(open_masks)}
     candidates = [m for m in search.masks if m not in fills]
-    scored = {m: rows[row_of[m]] + predictor.exclusion_bias for m in candidates}
+    scored = {m: rows[row_of[m]] + bias for m in candidates}
     # Most confident first: the position whose best token is likeliest is decided first, so
     # the harder positions are predicted with more of the word already in place.
     position = max(candidates, key=lambda m: float(scored[m].max()))

@@ -44,12 +44,14 @@ REQUEST_SECONDS = Histogram(
 )
 MODEL_RUN_SECONDS = Histogram(
     "fillmask_model_run_duration_seconds",
-    "Time of one onnxruntime session.run over a (micro-)batch of texts.",
+    "Time of one onnxruntime session.run over a (micro-)batch of texts, by model.",
+    ["model"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BATCH_SIZE = Histogram(
     "fillmask_batch_size",
-    "Texts (model rows) in one session.run.",
+    "Texts (model rows) in one session.run, by model.",
+    ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 QUEUE_SECONDS = Histogram(
@@ -69,15 +71,16 @@ MODEL_INFO = Gauge(
 )
 
 
-def observe_runs(run):
-    """``run(items)`` that also records its duration and batch size."""
+def observe_runs(run, model):
+    """``run(items)`` that also records its duration and batch size under ``model``'s label."""
+    seconds, sizes = MODEL_RUN_SECONDS.labels(model), BATCH_SIZE.labels(model)
 
     @functools.wraps(run)
     def timed(items):
         started = time.perf_counter()
         rows = run(items)
-        MODEL_RUN_SECONDS.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(len(items))
+        seconds.observe(time.perf_counter() - started)
+        sizes.observe(len(items))
         return rows
 
     return timed

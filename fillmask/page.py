@@ -7,6 +7,8 @@ bp = Blueprint("page", __name__)
 
 @bp.get("/")
 def index():
-    """The browser page."""
-    rt = current_app.extensions["fillmask"]
-    return render_template("index.html", config=rt.config)
+    """The browser page, given what it shows: the limits and the served models."""
+    service = current_app.extensions["fillmask"]
+    cfg = service.config
+    limits = {"max_masks": cfg.max_masks, "max_top_k": cfg.max_top_k}
+    return render_template("index.html", limits=limits, models=list(service.models))

@@ -16,7 +16,7 @@ from . import deadline
 from .errors import FillMaskError, ModelFilesError
 from .model_files import open_model_dir
 from .session import create_session
-from .text import TextPreparer
+from .text import TextPreparer, is_hanzi
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,17 @@ def excluded_ids(words):
     return excluded
 
 
+def hanzi_ids(words):
+    """Bool array: tokens written in CJK ideographs only (``hanzi_only`` keeps just these)."""
+    return np.array([bool(w) and all(is_hanzi(ch) for ch in w) for w in words], dtype=bool)
+
+
 class Predictor:
-    """Fill-mask inference for one exported model at one precision."""
+    """Fill-mask inference for one exported model at one precision.
+
+    ``runner(run)`` (the micro-batcher, or an unbatched runner) is given when the predictor is
+    built and wraps its one hot call; every model run goes through ``log_probs``.
+    """
 
     def __init__(
         self,
@@ -64,17 +73,21 @@ class Predictor:
         verify="size",
         check_parity=True,
         batch_max=16,
+        runner=None,
     ):
         files = open_model_dir(model_dir, precision, verify=verify, check_parity=check_parity)
         manifest = files.manifest
         self.name = files.name
+        self.directory = files.directory
         # Texts per session.run at most (BATCH_MAX): activation memory grows with the batch, so
         # a request of many texts runs in several runs instead of one big one.
         self.batch_max = max(1, int(batch_max))
         self.precision = precision
         limit = int(manifest.get("max_length", 512))
         if not 3 <= max_length <= limit:
-            raise FillMaskError(f"MAX_LENGTH must be 3..{limit} for this model", code="config")
+            raise ModelFilesError(
+                f"MAX_LENGTH={max_length} is out of range: 3..{limit} for {self.name}"
+            )
         self.max_length = max_length
         try:
             self.session = create_session(files.onnx_path, threads)
@@ -104,14 +117,21 @@ class Predictor:
             self.words[index] = word
         self.word_ids = {w: i for i, w in enumerate(self.words) if w}
         self.excluded = excluded_ids(self.words)
-        # Added to a log-prob row, this removes excluded ids from any top-k in one vector op.
+        # Added to a log-prob row, these remove excluded ids (and, for hanzi_only, every token
+        # that is not all CJK ideographs) from any top-k in one vector op.
         self.exclusion_bias = np.where(self.excluded, -np.inf, 0.0).astype(np.float32)
-        self.infer = self.log_probs  # replaced by a micro-batcher's submit when batching is on
+        self.hanzi = hanzi_ids(self.words) & ~self.excluded
+        self.hanzi_bias = np.where(self.hanzi, 0.0, -np.inf).astype(np.float32)
+        self.infer = self.run if runner is None else runner(self)
+
+    def bias(self, hanzi_only=False):
+        """The row bias of offerable tokens: all of them, or the ideographs only."""
+        return self.hanzi_bias if hanzi_only else self.exclusion_bias
 
     # -- stage 1: text -> windows -------------------------------------------------------------
-    def prepare(self, text, field="text"):
+    def prepare(self, text, field="text", blank=None):
         """Validate and tokenise one text (see ``TextPreparer.prepare``)."""
-        return self.preparer.prepare(text, field=field)
+        return self.preparer.prepare(text, field=field, blank=blank)
 
     def token_id(self, piece):
         """The id of ``piece`` as one offerable vocabulary token (lower-cased), or None."""
@@ -119,8 +139,11 @@ class Predictor:
         index = self.word_ids.get(key) if key else None
         return None if index is None or self.excluded[index] else index
 
-    def target_ids(self, targets):
-        """Map ``targets`` (single-token strings) to ids, or raise a 400 naming the bad one."""
+    def target_ids(self, targets, hanzi_only=False):
+        """Map ``targets`` (single-token strings) to ids, or raise a 400 naming the bad one.
+
+        With ``hanzi_only``, targets that are not ideographs are left out.
+        """
         ids = []
         for target in targets:
             index = self.token_id(target)
@@ -131,12 +154,12 @@ class Predictor:
                     "from vocab.txt",
                     code="invalid_target",
                 )
-            if index not in ids:
+            if index not in ids and (self.hanzi[index] or not hanzi_only):
                 ids.append(index)
         return ids
 
     # -- stage 2: the hot path ----------------------------------------------------------------
-    def log_probs(self, prepared):
+    def run(self, prepared):
         """One padded ``session.run`` for a list of ``Prepared``; one [masks, vocab] per text."""
         longest = max(len(p.input_ids) for p in prepared)
         input_ids = np.full((len(prepared), longest), self.pad_id, dtype=np.int64)
@@ -152,27 +175,28 @@ class Predictor:
             start += item.num_masks
         return out
 
-    def infer_chunked(self, prepared, chunk=16):
-        """``infer`` over many windows, at most ``chunk`` per run to bound activation memory."""
-        chunk = max(1, int(chunk))
+    def log_probs(self, prepared):
+        """Rows of every window, through the runner, at most BATCH_MAX windows per run."""
         out = []
-        for start in range(0, len(prepared), chunk):
+        for start in range(0, len(prepared), self.batch_max):
             deadline.check()  # between runs: a request out of time stops here with a 504
-            out.extend(self.infer(prepared[start : start + chunk]))
+            out.extend(self.infer(prepared[start : start + self.batch_max]))
         return out
 
     # -- stage 3: rows -> candidates ----------------------------------------------------------
-    def candidates(self, item, rows, top_k=5, target_ids=None):
+    def candidates(self, item, rows, top_k=5, target_ids=None, hanzi_only=False):
         """Top-k ``Candidate`` lists, one per mask of ``item``, best first."""
         result = []
+        bias = self.bias(hanzi_only)
         for index, row in enumerate(rows):
-            if target_ids:
-                ids = np.asarray(target_ids)
+            if target_ids is not None:
+                ids = np.asarray(target_ids, dtype=np.int64)
                 order = ids[np.argsort(-row[ids], kind="stable")][:top_k]
             else:
-                scored = row + self.exclusion_bias
+                scored = row + bias
                 top = np.argpartition(-scored, top_k - 1)[:top_k]
                 order = top[np.argsort(-scored[top], kind="stable")]
+                order = order[np.isfinite(scored[order])]  # fewer ideographs than top_k
             result.append(
                 [
                     Candidate(
@@ -186,16 +210,9 @@ class Predictor:
             )
         return result
 
-    def predict(self, texts, top_k=5, targets=None, fields=None):
-        """Fill every mask of every text: a list (per text) of lists (per mask) of candidates.
-
-        ``fields`` names each text in error messages (default "text" / "texts[i]").
-        """
-        if fields is None:
-            fields = ["text"] if len(texts) == 1 else [f"texts[{i}]" for i in range(len(texts))]
-        prepared = [self.prepare(t, f) for t, f in zip(texts, fields, strict=True)]
-        target_ids = self.target_ids(targets) if targets else None
-        rows = self.infer_chunked(prepared, self.batch_max)
-        return [
-            self.candidates(p, r, top_k, target_ids) for p, r in zip(prepared, rows, strict=True)
-        ]
+    def predict(self, texts, top_k=5, targets=None):
+        """Every mask of every text filled: per text, per mask, the candidates (bench, eval)."""
+        prepared = [self.prepare(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        ids = self.target_ids(targets) if targets else None
+        rows = self.log_probs(prepared)
+        return [self.candidates(p, r, top_k, ids) for p, r in zip(prepared, rows, strict=True)]

@@ -72,9 +72,12 @@ class Prepared:
         )
 
 
-def find_masks(text):
-    """Return the (start, end) spans of every mask spelling in ``text``."""
-    return [m.span() for m in MASK_PATTERN.finditer(text)]
+BLANK_PATTERNS = {"□": re.compile(MASK_PATTERN.pattern + "|□", re.IGNORECASE)}
+
+
+def find_masks(text, blank=None):
+    """Return the (start, end) spans of every mask spelling in ``text`` (and ``blank``'s)."""
+    return [m.span() for m in BLANK_PATTERNS.get(blank, MASK_PATTERN).finditer(text)]
 
 
 class TextPreparer:
@@ -90,15 +93,15 @@ class TextPreparer:
         self.max_length = max_length
         self.max_masks = max_masks
 
-    def prepare(self, text, *, field="text"):
-        """Validate one text and return its ``Prepared`` window."""
+    def prepare(self, text, *, field="text", blank=None):
+        """Validate one text and return its ``Prepared`` window (``blank``: "□" masks too)."""
         if not isinstance(text, str):
             raise FillMaskError(f"{field} must be a string", code="invalid_type")
         if not text.strip():
             raise FillMaskError(
                 f"{field} must not be empty; write a sentence containing [MASK]", code="empty_text"
             )
-        spans = find_masks(text)
+        spans = find_masks(text, blank)
         if not spans:
             raise FillMaskError(
                 f"{field} must contain [MASK] (also accepted: [mask], ［MASK］)", code="no_mask"
@@ -157,3 +160,15 @@ SURROGATES = re.compile("[\ud800-\udfff]")
 def replace_surrogates(segment):
     """Replace lone surrogates, which cannot be encoded as UTF-8, with U+FFFD."""
     return SURROGATES.sub("\ufffd", segment)
+
+
+def is_hanzi(char):
+    """A CJK ideograph: the unified blocks and extensions, and the compatibility ideographs."""
+    point = ord(char)
+    return (
+        0x4E00 <= point <= 0x9FFF
+        or 0x3400 <= point <= 0x4DBF
+        or 0x20000 <= point <= 0x323AF
+        or 0xF900 <= point <= 0xFAFF
+        or 0x2F800 <= point <= 0x2FA1F
+    )

@@ -1,24 +1,72 @@
-"""The Open Inference Protocol (KServe v2 REST): health, metadata and ``infer`` under /v2.
+"""The Open Inference Protocol (KServe v2 REST; Triton's HTTP API): routes and bodies.
 
-A protocol is a shape, not a new path: ``v2_bodies.parse_infer`` turns a v2 body into the same
-``FillRequest`` as /predict, ``api.fill`` runs it through the same limits, predictor, batcher
-and cache, and ``v2_bodies.infer_body`` gives the answer as tensors. Errors are
-``{"error": "..."}``: 400 bad input, 404 unknown model, 503 not ready.
+The request is declared once (``InferRequest``, pydantic: validation and the OpenAPI schema);
+its texts and parameters become the same ``FillRequest`` /predict makes, so every limit holds.
+
+Input: ``text``, BYTES, shape [N]. Parameters: ``top_k``, ``hanzi_only`` and ``targets`` (one
+string, tokens separated by spaces: the protocol allows only scalar parameter values). Outputs:
+``candidates`` (BYTES [N], per text a JSON array with per mask the candidates as /predict gives
+them), ``token_ids`` (INT64) and ``scores`` (FP32), both [N, masks, k]; a text with fewer masks
+than the longest (or fewer candidates than k) is padded with token id -1 and score 0.
+Every error under /v2 is the protocol's ``{"error": "..."}`` with the status.
 """
 
-import logging
+import json
+from typing import Literal
 
 from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from . import api, drain, schema
+from . import responses
+from .api import json_response, read_json, service
 from .errors import FillMaskError
-from .v2_bodies import INPUT, OUTPUTS, infer_body, parse_infer
-
-logger = logging.getLogger(__name__)
+from .requests import described
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_VERSION = "1.0.0"
+VERSION = "1"  # the one version of each model this server has
+INPUT = {"name": "text", "datatype": "BYTES", "shape": [-1]}
+OUTPUTS = {
+    "candidates": {"name": "candidates", "datatype": "BYTES", "shape": [-1]},
+    "token_ids": {"name": "token_ids", "datatype": "INT64", "shape": [-1, -1, -1]},
+    "scores": {"name": "scores", "datatype": "FP32", "shape": [-1, -1, -1]},
+}
+Parameters = dict[str, StrictStr | StrictInt | bool | float] | None
+
+
+class Protocol(BaseModel):
+    """The protocol's objects: unknown keys refused, values not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class InputTensor(Protocol):
+    name: described(Literal["text"], 'must be "text"')
+    datatype: described(Literal["BYTES"], "must be BYTES")
+    shape: described(list[StrictInt], "must be [N], N the number of texts", min_length=1)
+    data: described(list, "must be the list of N texts containing [MASK]")
+    parameters: Parameters = None
+
+
+class OutputRequest(Protocol):
+    name: described(Literal[tuple(OUTPUTS)], "must be one of " + ", ".join(OUTPUTS))
+    parameters: Parameters = None
+
+
+class InferRequest(Protocol):
+    """POST /v2/models/{name}/infer."""
+
+    id: StrictStr | None = None
+    parameters: described(
+        Parameters,
+        "must be an object of scalars: top_k (integer), targets (one string of tokens "
+        'separated by spaces, e.g. "好 坏"), hanzi_only (boolean)',
+    ) = None
+    inputs: described(list[InputTensor], "must hold one tensor: text, BYTES, [N]") = Field(
+        min_length=1, max_length=1
+    )
+    outputs: list[OutputRequest] | None = None
 
 
 @bp.errorhandler(FillMaskError)
@@ -28,6 +76,7 @@ def protocol_error(exc):
 
 
 @bp.get("")
+@bp.get("/")
 def server_metadata():
     return jsonify({"name": "fillmask", "version": SERVER_VERSION, "extensions": []})
 
@@ -39,35 +88,45 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    """200 while the model is loaded and the worker is not draining, else 503."""
-    rt = api.runtime()
-    ok = rt.predictor is not None and rt.error is None and not drain.draining()
+    """200 while the models are loaded and the worker is not draining, else 503."""
+    ok = service().status() in ("ok", "degraded")
     return jsonify({"live": True, "ready": ok}), 200 if ok else 503
 
 
 @bp.get("/models/<name>/ready")
-def model_ready(name):
-    rt = api.runtime()
-    if rt.predictor is not None:
-        model(name)  # 404 for a model this server does not serve
-    ok = rt.predictor is not None and rt.error is None and not drain.draining()
+@bp.get("/models/<name>/versions/<version>/ready")
+def model_ready(name, version=VERSION):
+    try:
+        model(name, version)
+        ok = service().status() != "draining"
+    except FillMaskError as exc:
+        if exc.status != 503:
+            raise
+        ok = False
     return jsonify({"name": name, "ready": ok}), 200 if ok else 503
 
 
 @bp.get("/models/<name>")
-def model_metadata(name):
-    predictor = model(name)
-    outputs = list(OUTPUTS.values())
+@bp.get("/models/<name>/versions/<version>")
+def model_metadata(name, version=VERSION):
+    predictor = model(name, version)
     return jsonify(
-        {"name": predictor.name, "platform": "onnx_onnxv1", "inputs": [INPUT], "outputs": outputs}
+        {
+            "name": predictor.name,
+            "versions": [VERSION],
+            "platform": "onnx_onnxv1",
+            "inputs": [INPUT],
+            "outputs": list(OUTPUTS.values()),
+        }
     )
 
 
 @bp.post("/models/<name>/infer")
-def infer(name):
+@bp.post("/models/<name>/versions/<version>/infer")
+def infer(name, version=VERSION):
     """Fill every mask of each text of the BYTES input."""
-    rt = api.runtime()
-    predictor = model(name)
+    fill = service()
+    model(name, version)
     if "Inference-Header-Content-Length" in request.headers:
         raise FillMaskError(
             "binary tensor data is not supported: send the tensors as JSON "
@@ -75,21 +134,65 @@ def infer(name):
             code="invalid_body",
         )
     # The protocol's body is always JSON; its clients (tritonclient) send no Content-Type.
-    body = schema.parse_json(
-        request.get_data(cache=False), request.content_type or "application/json"
-    )
-    req, request_id, wanted = parse_infer(body, rt.config)
-    fields = [f"inputs[0].data[{i}]" for i in range(len(req.texts))]
-    per_text = api.fill(rt, req, fields)
-    return jsonify(infer_body(predictor.name, request_id, per_text, wanted))
+    body = read_json(request.content_type or "application/json")
+    req, request_id, wanted = parse_infer(fill, body, name)
+    return json_response(fill.answer(req, infer_body, request_id, tuple(wanted)))
 
 
-def model(name):
-    """The predictor serving ``name``: 503 while none is loaded, 404 for another name."""
-    predictor = api.runtime().ready()
-    if name != predictor.name:
+def model(name, version=VERSION):
+    """The predictor serving ``name``: 503 while not loaded, 404 for another name or version."""
+    if version != VERSION:
         raise FillMaskError(
-            f"unknown model {name!r}: this server serves {predictor.name!r}",
-            status=404,  # v2 error bodies carry no code
+            f"model {name!r} has no version {version!r}; this server has version {VERSION}",
+            code="unknown_model",
         )
-    return predictor
+    return service().ready(name)
+
+
+def parse_infer(fill, body, name):
+    """A v2 inference body → (``FillRequest``, its id or None, the output names wanted)."""
+    shapes = fill.shapes
+    infer_request = shapes.parse(InferRequest, body)
+    tensor = infer_request.inputs[0]
+    if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data):
+        raise FillMaskError(
+            "inputs[0].shape must be [N] with N the number of texts in inputs[0].data",
+            code="invalid_body",
+        )
+    params = dict(infer_request.parameters or {})
+    if isinstance(params.get("targets"), str):
+        # A blank string becomes [""], refused by the same check as any empty target.
+        params["targets"] = params["targets"].split() or [""]
+    options = shapes.parse(shapes.Options, params)
+    texts = shapes.parse(shapes.PredictRequest, {"texts": tensor.data}, rename="inputs[0].data")
+    req = shapes.request(options, tuple(texts.texts), True, "inputs[0].data", model=name)
+    outputs = infer_request.outputs
+    wanted = list(OUTPUTS) if outputs is None else [o.name for o in outputs]
+    return req, infer_request.id, wanted
+
+
+def infer_body(request, result, request_id, wanted):
+    """The inference response: the wanted output tensors, flattened in row-major order."""
+    per_text = [t.masks for t in result.texts]
+    n = len(per_text)
+    masks = max(len(text) for text in per_text)
+    k = max(len(mask) for text in per_text for mask in text)
+    token_ids, scores = [], []
+    for text in per_text:
+        for m in range(masks):
+            mask = text[m] if m < len(text) else []
+            token_ids += [c.token_id for c in mask] + [-1] * (k - len(mask))
+            scores += [c.score for c in mask] + [0.0] * (k - len(mask))
+    candidates = [
+        json.dumps(
+            [[responses.candidate_record(c) for c in mask] for mask in text], ensure_ascii=False
+        )
+        for text in per_text
+    ]
+    data = {"candidates": ([n], candidates), "token_ids": ([n, masks, k], token_ids)}
+    data["scores"] = ([n, masks, k], scores)
+    outputs = [{**OUTPUTS[name], "shape": data[name][0], "data": data[name][1]} for name in wanted]
+    body = {"model_name": result.model, "model_version": VERSION, "outputs": outputs}
+    if request_id is not None:
+        body["id"] = request_id
+    return responses.encode(body)

@@ -66,7 +66,7 @@ def tiny_model_dir(tmp_path_factory):
 
 def make_config(model_dir, **overrides):
     """A test Config: no cache (so every request runs the model) unless asked."""
-    values = dict(model_dir=str(model_dir), ort_threads=1, cache_size=0, strict=True)
+    values = dict(model_dir=str(model_dir), ort_threads=1, cache_size=0)
     values.update(overrides)
     return Config(**values)
 

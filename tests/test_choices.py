@@ -83,7 +83,8 @@ def test_cost_is_one_row_per_candidate_character(predictor, monkeypatch):
     monkeypatch.setattr(predictor, "infer", lambda items: calls.append(len(items)) or run(items))
     item = predictor.prepare("画蛇[MASK][MASK]。")
     words = ["添足", "守株待兔", "足", "马到成功了"]
-    choices.score(predictor, [item], words, ["text"], chunk=4)
+    monkeypatch.setattr(predictor, "batch_max", 4)  # BATCH_MAX: windows per run
+    choices.score(predictor, [item], words, ["text"])
     assert sum(calls) == sum(len(w) for w in words) == 12
     assert calls == [4, 4, 4]
 

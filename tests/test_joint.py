@@ -13,6 +13,8 @@ TEXTS = [
     "我爱[MASK]京天安门，[MASK][MASK][MASK]。",
 ]
 
+BEAM = 5  # JOINT_BEAM's default (fillmask/config.py)
+
 
 def reference_decode(model, tokenizer, text, excluded, top_k, beam):
     """The decoding rule written plainly: one PyTorch forward per state, no batching."""
@@ -66,8 +68,8 @@ def reference_decode(model, tokenizer, text, excluded, top_k, beam):
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_joint_decoding_equals_the_pytorch_reference(predictor, tiny_torch, tiny_tokenizer, text):
-    (got,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5)
-    want = reference_decode(tiny_torch, tiny_tokenizer, text, predictor.excluded, 5, joint.BEAM)
+    (got,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5, beam=BEAM)
+    want = reference_decode(tiny_torch, tiny_tokenizer, text, predictor.excluded, 5, BEAM)
     assert len(got) == len(want)
     for blank, expected in zip(got, want, strict=True):
         assert_same_ranking([(w.word, w.score) for w in blank.words], expected)
@@ -82,9 +84,11 @@ def test_one_call_per_step_with_the_beam_batched(predictor, monkeypatch):
         return run(items)
 
     monkeypatch.setattr(predictor, "infer", counting)
-    joint.decode(predictor, [predictor.prepare("[MASK][MASK][MASK][MASK]是一个成语。")], top_k=3)
+    joint.decode(
+        predictor, [predictor.prepare("[MASK][MASK][MASK][MASK]是一个成语。")], top_k=3, beam=BEAM
+    )
     assert len(calls) == 4  # one call per character
-    assert calls[0] == 1 and all(1 < n <= joint.BEAM for n in calls[1:])
+    assert calls[0] == 1 and all(1 < n <= BEAM for n in calls[1:])
 
 
 def test_blanks_of_several_texts_share_each_step(predictor, monkeypatch):
@@ -92,7 +96,7 @@ def test_blanks_of_several_texts_share_each_step(predictor, monkeypatch):
     run = predictor.infer
     monkeypatch.setattr(predictor, "infer", lambda items: calls.append(len(items)) or run(items))
     prepared = [predictor.prepare(t) for t in ("画蛇[MASK][MASK]。", "[MASK]前明月光[MASK][MASK]")]
-    joint.decode(predictor, prepared, top_k=3, chunk=64)
+    joint.decode(predictor, prepared, top_k=3, beam=BEAM)
     assert calls[0] == 3 and len(calls) == 2  # 3 blanks, longest has 2 masks
 
 
@@ -100,13 +104,14 @@ def test_chunk_caps_the_windows_per_run(predictor, monkeypatch):
     calls = []
     run = predictor.infer
     monkeypatch.setattr(predictor, "infer", lambda items: calls.append(len(items)) or run(items))
-    joint.decode(predictor, [predictor.prepare("[MASK][MASK][MASK]。")], top_k=2, beam=5, chunk=2)
+    monkeypatch.setattr(predictor, "batch_max", 2)  # BATCH_MAX: windows per run
+    joint.decode(predictor, [predictor.prepare("[MASK][MASK][MASK]。")], top_k=2, beam=5)
     assert max(calls) <= 2 and sum(calls) == 1 + 5 + 5
 
 
 def test_words_are_distinct_ranked_and_rebuild_the_text(predictor):
     text = "[MASK]前明月光，疑是[MASK][MASK]霜。"
-    (blanks,) = joint.decode(predictor, [predictor.prepare(text)], top_k=10)
+    (blanks,) = joint.decode(predictor, [predictor.prepare(text)], top_k=10, beam=BEAM)
     assert [b.masks for b in blanks] == [(0,), (1, 2)]
     for blank in blanks:
         words = [w.word for w in blank.words]
@@ -122,7 +127,7 @@ def test_words_are_distinct_ranked_and_rebuild_the_text(predictor):
 
 def test_a_single_mask_blank_equals_the_per_mask_candidates(predictor):
     text = "今天天气真[MASK]啊"
-    (blanks,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5)
+    (blanks,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5, beam=BEAM)
     ((per_mask,),) = predictor.predict([text], top_k=5)
     assert [w.word for w in blanks[0].words] == [c.word for c in per_mask]
     assert [w.score for w in blanks[0].words] == pytest.approx(
@@ -132,7 +137,7 @@ def test_a_single_mask_blank_equals_the_per_mask_candidates(predictor):
 
 def test_the_score_is_the_product_along_the_path(predictor):
     item = predictor.prepare("画蛇[MASK][MASK]。")
-    (blanks,) = joint.decode(predictor, [item], top_k=1)
+    (blanks,) = joint.decode(predictor, [item], top_k=1, beam=BEAM)
     best = blanks[0].words[0]
     (first_rows,) = predictor.log_probs([item])
     scored = first_rows + predictor.exclusion_bias
@@ -173,9 +178,7 @@ def test_api_joint_with_texts(client, predictor, tiny_torch, tiny_tokenizer):
     assert body["results"][0]["blanks"][0]["masks"] == [0, 1]
     assert body["results"][1]["blanks"][0]["masks"] == [0]
     for text, result in zip(texts, body["results"], strict=True):
-        (want,) = reference_decode(
-            tiny_torch, tiny_tokenizer, text, predictor.excluded, 2, joint.BEAM
-        )
+        (want,) = reference_decode(tiny_torch, tiny_tokenizer, text, predictor.excluded, 2, BEAM)
         words = result["blanks"][0]["words"]
         assert_same_ranking([(w["word"], w["score"]) for w in words], want)
 

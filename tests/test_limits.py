@@ -9,7 +9,7 @@ from conftest import make_config
 
 from fillmask import limits
 from fillmask.config import Config
-from fillmask.schema import FillRequest
+from fillmask.requests import FillRequest
 
 MAX_RESPONSE = 2_000_000  # the issue's bound: no accepted answer over 2 MB by default
 # Texts at the default limits (512 characters, 16 masks), each in one window of 62 tokens.
@@ -87,7 +87,7 @@ def test_text_over_the_limit_is_refused_before_tokenising(app, client, monkeypat
     out = r.get_json()
     assert r.status_code == 400 and out["code"] == "text_too_long"
     assert f"at most {limit}" in out["error"] and "MAX_TEXT_CHARS" in out["error"]
-    assert f"has {limit + 1} characters" in out["error"]
+    assert f"of {limit + 1} characters" in out["error"]
 
 
 def test_text_limit_follows_the_config(tiny_model_dir):
@@ -124,13 +124,15 @@ def test_worst_accepted_answer_stays_under_2_mb(app, client, shape, joint):
         assert all(len(res["blanks"]) == 16 for res in out["results"])
     # The bound is an upper bound of what was sent, yet not so loose it refuses half of it.
     req = FillRequest(texts=(text,) * count, batch=True, top_k=50, joint=joint)
-    bound = limits.answer_bytes(req, 16, app.extensions["fillmask"].token_bytes)
+    bound = limits.answer_bytes(
+        req, 16, app.extensions["fillmask"].token_bytes(app.extensions["fillmask"].predictor)
+    )
     assert len(r.get_data()) <= bound <= 3 * len(r.get_data())
 
 
 def test_answer_bound_holds_for_other_shapes(app, client):
     """Targets, candidates and /fill-mask: the real answer never exceeds the estimate."""
-    token = app.extensions["fillmask"].token_bytes
+    token = app.extensions["fillmask"].token_bytes(app.extensions["fillmask"].predictor)
     cases = [
         ({"text": "好" * 300 + "[MASK]的[MASK]", "targets": ["的", "是", "好"], "top_k": 50}, None),
         ({"text": "\x02" * 400 + "画蛇[MASK][MASK]", "candidates": ["添足", "添花"]}, None),
@@ -287,7 +289,10 @@ class StubPredictor:
     }
     mask_second_alone = np.array([0, 0.1, 0.3, 0.1, 0.3, 0.2])  # below mask 0's best (0.5)
 
-    def infer_chunked(self, windows, chunk):
+    def bias(self, hanzi_only=False):
+        return self.exclusion_bias
+
+    def log_probs(self, windows):
         rows = []
         for window in windows:
             filled = window.input_ids[1]
@@ -395,7 +400,7 @@ def test_max_top_k_above_the_vocabulary_stops_the_start(tiny_model_dir):
     offerable = offerable_tokens(tiny_model_dir)
     with pytest.raises(ValueError, match=rf"^MAX_TOP_K={offerable + 1} .*at most {offerable}"):
         create_app(make_config(tiny_model_dir, max_top_k=offerable + 1))
-    lenient = create_app(make_config(tiny_model_dir, max_top_k=offerable + 1, strict=False))
+    lenient = create_app(make_config(tiny_model_dir, max_top_k=offerable + 1), strict=False)
     assert lenient.test_client().get("/health").status_code == 503
     # At the vocabulary's size it loads, and top_k = every offerable token is answered.
     client = create_app(

@@ -130,7 +130,7 @@ def test_page_renders_without_a_model(tmp_path):
     """The page does not need the model: it loads and then shows the API's 503 message."""
     from app import create_app
 
-    broken = create_app(make_config(tmp_path / "no-model", strict=False))
+    broken = create_app(make_config(tmp_path / "no-model"), strict=False)
     response = broken.test_client().get("/")
     assert response.status_code == 200
     assert b'id="text"' in response.data

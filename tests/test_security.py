@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"text": "今天天气真[MASK]啊"}
 
 
-def build(model_dir, **overrides):
+def build(model_dir, strict=True, **overrides):
     from app import create_app
 
-    return create_app(make_config(model_dir, **overrides))
+    return create_app(make_config(model_dir, **overrides), strict=strict)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_headers_on_500(app, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app.extensions["fillmask"].predictor, "predict", boom)
+    monkeypatch.setattr(app.extensions["fillmask"].predictor, "candidates", boom)
     r = app.test_client().post("/predict", json=GOOD)
     assert r.status_code == 500 and r.headers["X-Content-Type-Options"] == "nosniff"
 

@@ -160,7 +160,7 @@ def test_an_unfit_model_answers_503_without_a_traceback(tiny_model_dir, tmp_path
     from app import create_app
 
     model = edited_copy(tiny_model_dir, tmp_path / "m", UNFIT[case][0])
-    client = create_app(make_config(model, strict=False)).test_client()
+    client = create_app(make_config(model), strict=False).test_client()
     health = client.get("/health")
     assert health.status_code == 503 and health.get_json()["status"] == "error"
     response = client.post("/predict", json={"text": "好[MASK]"})
@@ -186,7 +186,7 @@ def test_a_corrupt_onnx_file_of_the_right_size_answers_503(tiny_model_dir, tmp_p
     from app import create_app
 
     model = garbage_onnx(tiny_model_dir, tmp_path / "m", record_sha256=False)
-    app = create_app(make_config(model, strict=False, model_verify="size"))
+    app = create_app(make_config(model, model_verify="size"), strict=False)
     assert "onnxruntime cannot load" in app.extensions["fillmask"].error
     assert app.test_client().get("/health").status_code == 503
     with pytest.raises(ModelFilesError):

@@ -3,7 +3,7 @@
 import pytest
 
 from fillmask.config import Config
-from fillmask.errors import FillMaskError
+from fillmask.errors import FillMaskError, ModelFilesError
 from fillmask.text import find_masks
 
 
@@ -107,7 +107,7 @@ def test_config_from_env():
 def test_max_length_beyond_the_model_is_refused(tiny_model_dir):
     from fillmask.predictor import Predictor
 
-    with pytest.raises(FillMaskError, match="MAX_LENGTH"):
+    with pytest.raises(ModelFilesError, match="MAX_LENGTH=4096 is out of range"):
         Predictor(tiny_model_dir, max_length=4096)
 
 

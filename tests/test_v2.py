@@ -296,7 +296,7 @@ def test_unknown_model_metadata_and_ready_are_404(client):
 def test_not_loaded_is_503(tmp_path):
     from app import create_app
 
-    c = create_app(make_config(tmp_path / "missing", strict=False)).test_client()
+    c = create_app(make_config(tmp_path / "missing"), strict=False).test_client()
     assert c.get("/v2/health/live").status_code == 200
     assert c.get("/v2/health/ready").status_code == 503
     assert c.get(f"/v2/models/{MODEL}/ready").get_json() == {"name": MODEL, "ready": False}

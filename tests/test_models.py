@@ -1,0 +1,143 @@
+"""Issue 20 §2: several models at once — MODEL_DIR lists directories, requests pick one by name.
+
+Two random models of different shapes and seeds, each exported by the real exporter; every
+answer is checked against PyTorch on the weights of the model that was asked for.
+"""
+
+import shutil
+
+import pytest
+from conftest import SEED, TINY_MAX_LENGTH, make_config
+from reference import assert_top_k, mask_log_probs, offerable
+
+from fillmask.config import ConfigError
+
+SECOND = "tiny-second"
+TEXT = "今天天气真[MASK]啊"
+
+
+@pytest.fixture(scope="module")
+def second_source(tmp_path_factory):
+    pytest.importorskip("torch")
+    from fillmask.random_model import build_random_model
+
+    source = tmp_path_factory.mktemp("second-src")
+    build_random_model(
+        source,
+        hidden_size=48,
+        num_layers=3,
+        num_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=TINY_MAX_LENGTH,
+        seed=SEED + 101,
+    )
+    return source
+
+
+@pytest.fixture(scope="module")
+def second_dir(second_source, tmp_path_factory):
+    import export_onnx
+
+    out = tmp_path_factory.mktemp("second-model")
+    args = ["--model", str(second_source), "--output", str(out), "--name", SECOND]
+    assert export_onnx.main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def second_torch(second_source):
+    from transformers import BertForMaskedLM, BertTokenizerFast
+
+    model = BertForMaskedLM.from_pretrained(second_source, attn_implementation="eager").eval()
+    return model, BertTokenizerFast.from_pretrained(second_source)
+
+
+@pytest.fixture(scope="module")
+def both(tiny_model_dir, second_dir):
+    from app import create_app
+
+    return create_app(make_config(f"{tiny_model_dir},{second_dir}", cache_size=64))
+
+
+def ids_scores(candidates, id_key="token_id"):
+    return [(c[id_key], c["score"]) for c in candidates]
+
+
+def test_each_model_answers_by_name_as_pytorch_does(
+    both, tiny_torch, tiny_tokenizer, second_torch
+):
+    client = both.test_client()
+    references = {
+        None: (tiny_torch, tiny_tokenizer, "tiny-random-bert"),
+        "tiny-random-bert": (tiny_torch, tiny_tokenizer, "tiny-random-bert"),
+        SECOND: (*second_torch, SECOND),
+    }
+    for name, (model, tokenizer, served) in references.items():
+        (row,) = mask_log_probs(model, tokenizer, TEXT)
+        allowed = offerable(tokenizer)
+        asked = {} if name is None else {"model": name}
+        body = client.post("/predict", json={"text": TEXT, "top_k": 5, **asked}).get_json()
+        assert body["model"] == served
+        assert_top_k(ids_scores(body["result"]), row, allowed, 5)
+        hf = client.post("/fill-mask", json={"inputs": TEXT, **asked}).get_json()
+        assert_top_k(ids_scores(hf, "token"), row, allowed, 5)
+        tensor = {"name": "text", "datatype": "BYTES", "shape": [1], "data": [TEXT]}
+        v2 = client.post(f"/v2/models/{served}/infer", json={"inputs": [tensor]}).get_json()
+        ids, scores = v2["outputs"][1]["data"], v2["outputs"][2]["data"]
+        assert v2["model_name"] == served
+        assert_top_k(list(zip(ids, scores, strict=True)), row, allowed, 5)
+
+
+def test_the_cache_keeps_the_models_apart(both):
+    client = both.test_client()
+    one = client.post("/predict", json={"text": TEXT}).get_json()["result"]
+    two = client.post("/predict", json={"text": TEXT, "model": SECOND}).get_json()["result"]
+    again = client.post("/predict", json={"text": TEXT}).get_json()["result"]
+    assert one == again and one != two
+
+
+def test_unknown_model_is_404_listing_the_served_ones(both):
+    client = both.test_client()
+    for path, body in (
+        ("/predict", {"text": TEXT, "model": "nope"}),
+        ("/fill-mask", {"inputs": TEXT, "model": "nope"}),
+    ):
+        r = client.post(path, json=body)
+        assert r.status_code == 404 and r.get_json()["code"] == "unknown_model"
+        assert "'tiny-random-bert'" in r.get_json()["error"] and SECOND in r.get_json()["error"]
+    assert client.get("/v2/models/nope").status_code == 404
+
+
+def test_health_lists_every_model_and_metrics_label_by_model(both):
+    client = both.test_client()
+    health = client.get("/health").get_json()
+    assert health["status"] == "ok" and health["model"] == "tiny-random-bert"
+    assert [m["name"] for m in health["models"]] == ["tiny-random-bert", SECOND]
+    assert all(m["ready"] and m["precision"] == "fp32" for m in health["models"])
+    client.post("/predict", json={"text": "明天[MASK]好", "model": SECOND})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert f'fillmask_batch_size_count{{model="{SECOND}"}}' in text
+    assert f'fillmask_model_info{{model="{SECOND}",precision="fp32"}} 1.0' in text
+
+
+def test_two_directories_of_one_name_are_refused(tiny_model_dir, tmp_path):
+    from app import create_app
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    with pytest.raises(ConfigError, match="two directories"):
+        create_app(make_config(f"{tiny_model_dir},{copy}"))
+
+
+def test_a_model_that_fails_leaves_the_others_serving(tiny_model_dir, tmp_path):
+    from app import create_app
+
+    app = create_app(make_config(f"{tiny_model_dir},{tmp_path / 'missing'}"), strict=False)
+    client = app.test_client()
+    assert client.post("/predict", json={"text": TEXT}).status_code == 200
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json()["status"] == "degraded"
+    failed = [m for m in health.get_json()["models"] if not m["ready"]]
+    assert [m["name"] for m in failed] == ["missing"]
+    r = client.post("/predict", json={"text": TEXT, "model": "missing"})
+    assert r.status_code == 503 and r.get_json()["code"] == "model_unavailable"

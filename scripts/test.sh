@@ -7,9 +7,10 @@
 #   1. ruff check + ruff format --check (a finding fails the command);
 #   2. without PYTEST_ARGS: the whole suite (FILLMASK_TEST_SEED=0, FUZZ_EXAMPLES=400,
 #      SCHEMATHESIS_EXAMPLES=100 unless set), then the fast tests with
-#      FILLMASK_TEST_SEED=1 and 2 (-m "not browser and not load and not install": run.sh's tests
-#      do not depend on the weights), then the emulated Raspberry Pi check (scripts/pi-check.sh)
-#      when running as root with its tools installed;
+#      FILLMASK_TEST_SEED=1 and 2 (-m "not browser and not load and not install and not
+#      container": run.sh's tests and the container's do not depend on the weights), then the
+#      emulated Raspberry Pi check (scripts/pi-check.sh) when running as root with its tools
+#      installed;
 #      with PYTEST_ARGS: one pytest run with them (FILLMASK_TEST_SEED as set, default 0).
 # Every step runs; the exit status is non-zero if any failed.
 #
@@ -86,7 +87,7 @@ else
     step "pytest, the whole suite, seed 0 (more fuzzing)" pytest_pass 0
   for seed in 1 2; do
     step "pytest, fast tests, seed $seed" \
-      pytest_pass "$seed" -q -m "not browser and not load and not install"
+      pytest_pass "$seed" -q -m "not browser and not load and not install and not container"
   done
   [ "${PI_CHECK:-}" = 0 ] || step "Raspberry Pi check (emulated)" pi_check
 fi

@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import responses
-from .requests import parse_json
+from .refusal import parse_json
 
 bp = Blueprint("api", __name__)
 

@@ -1,25 +1,76 @@
 """The OpenAPI 3.1 description of the service, served at ``GET /openapi.json``.
 
-Made from the declarations themselves: the request models that validate (``requests.Shapes``
-for the running ``Config``, ``v2.InferRequest``), response models below (what ``responses``
-writes; tests/test_openapi.py validates real responses against them) and the error codes of
-``errors.ERROR_CODES``. Nothing here is a second description of a request.
+Requests: the pydantic models that validate them (``requests.Shapes`` for the running
+``Config``, ``v2.InferRequest``), so the document states exactly what the server enforces.
+Responses: each object as the list of its fields, typed by name (one name per concept:
+``score`` is always a probability 0..1, ``sequence`` always the filled text); tests validate
+real responses against them. Error codes: ``errors.ERROR_CODES``.
 """
 
-from typing import Literal
-
 from flask import Blueprint, current_app, jsonify
-from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.json_schema import models_json_schema
 
 from . import v2
 from .errors import ERROR_CODES
 from .metrics_setup import access_mode
-from .requests import without_null_defaults
 
 bp = Blueprint("openapi", __name__)
 
 JSON = "application/json"
+STRING, INDEX, FLAG = {"type": "string"}, {"type": "integer", "minimum": 0}, {"type": "boolean"}
+PRECISION = {"enum": ["fp32", "int8"]}
+SCORE = {"type": "number", "minimum": 0, "maximum": 1}
+PERCENT = {"type": "number", "minimum": 0, "maximum": 100, "description": "round(score*100, 2)"}
+# What each response field is, by its name; "Name" refers to a component, "[x]" is a list.
+FIELD_TYPES = {
+    **dict.fromkeys("word fill pinyin explanation derivation sequence token_str".split(), STRING),
+    **dict.fromkeys(
+        "model model_name model_version name version platform datatype".split(), STRING
+    ),
+    **dict.fromkeys("index token_id token pid max_length".split(), INDEX),
+    **dict.fromkeys("live ready".split(), FLAG),
+    "score": SCORE,
+    "probability": PERCENT,
+    "log_likelihood": {"type": "number", "maximum": 0},
+    "precision": PRECISION,
+    "elapsed_ms": {"type": "number", "minimum": 0},
+    "error": {"type": "string", "minLength": 1},
+    "code": STRING,
+    "id": STRING,
+    "shape": {"type": "array", "items": {"type": "integer"}},
+    "data": {"type": "array"},
+    "extensions": {"type": "array", "items": STRING},
+    "versions": {"type": "array", "items": STRING},
+    "status": {"enum": ["ok", "degraded", "loading", "error", "draining"]},
+    "parameters": {"type": "object"},
+}
+# Response objects: their fields ("?": only when asked for or when it applies), typed by name.
+OBJECTS = {
+    "Candidate": "word probability score token_id sequence",
+    "Word": "word score probability sequence",
+    "Blank": "index masks:[index] words:[Word]",
+    "Choice": "word score probability log_likelihood sequence",
+    "Idiom": "word fill pinyin explanation derivation score probability sequence",
+    "Mask": "index candidates:[Candidate]",
+    "TextResult": "result:[Candidate] masks:[Mask] blanks:[Blank]? choices:[Choice]? "
+    "idioms:[Idiom]?",
+    "PredictSingle": "success:true result:[Candidate] masks:[Mask] blanks:[Blank]? "
+    "choices:[Choice]? idioms:[Idiom]? model precision elapsed_ms",
+    "PredictBatch": "success:true results:[TextResult] model precision elapsed_ms",
+    "HFCandidate": "score token token_str sequence",
+    "ModelStatus": "name ready precision? max_length? error?",
+    "Health": "status pid model? precision? max_length? models:[ModelStatus]",
+    "Error": "success:false error code",
+    "V2Error": "error",
+    "V2ServerMetadata": "name version extensions",
+    "V2Live": "live",
+    "V2Ready": "live ready",
+    "V2ModelReady": "name ready",
+    "Tensor": "name datatype shape",
+    "V2ModelMetadata": "name versions platform inputs:[Tensor] outputs:[Tensor]",
+    "OutputTensor": "name datatype shape data? parameters?",
+    "V2InferResponse": "model_name model_version id? outputs:[OutputTensor] parameters?",
+}
 ERROR_TEXT = {
     400: "The request was refused; `error` says what was wrong and what is accepted.",
     401: "API_TOKEN is set and the request has no or a wrong `Authorization: Bearer` token.",
@@ -33,173 +84,7 @@ ERROR_TEXT = {
     504: "The request was not done within REQUEST_TIMEOUT (server busy, or a hung model run).",
 }
 API_ERRORS = (400, 401, 404, 413, 415, 500, 503, 504)
-Score = Field(ge=0, le=1)
-Percent = Field(ge=0, le=100, description="round(score * 100, 2)")
-
-
-class Out(BaseModel):
-    """A response object: every field documented, nothing else sent."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=without_null_defaults)
-
-
-class Candidate(Out):
-    word: str
-    probability: float = Percent
-    score: float = Score
-    token_id: int = Field(ge=0)
-    sequence: str
-
-
-class Word(Out):
-    word: str
-    score: float = Score
-    probability: float = Percent
-    sequence: str
-
-
-class Blank(Out):
-    index: int = Field(ge=0)
-    masks: list[int] = Field(min_length=1)
-    words: list[Word]
-
-
-class Choice(Out):
-    word: str
-    score: float = Score
-    probability: float = Percent
-    log_likelihood: float = Field(le=0)
-    sequence: str
-
-
-class Idiom(Out):
-    word: str
-    fill: str
-    pinyin: str
-    explanation: str
-    derivation: str
-    score: float = Score
-    probability: float = Percent
-    sequence: str
-
-
-class Mask(Out):
-    index: int = Field(ge=0)
-    candidates: list[Candidate]
-
-
-class TextResult(Out):
-    result: list[Candidate] = Field(description="The first mask's candidates.")
-    masks: list[Mask]
-    blanks: list[Blank] = Field(None, description='Only with "joint": true.')
-    choices: list[Choice] = Field(None, description='Only with "candidates".')
-    idioms: list[Idiom] = Field(None, description='Only with "idioms": true.')
-
-
-class Meta(Out):
-    model: str
-    precision: Literal["fp32", "int8"]
-    elapsed_ms: float = Field(ge=0)
-
-
-class PredictSingle(TextResult, Meta):
-    success: Literal[True]
-
-
-class PredictBatch(Meta):
-    success: Literal[True]
-    results: list[TextResult]
-
-
-class HFCandidate(Out):
-    score: float = Score
-    token: int = Field(ge=0)
-    token_str: str
-    sequence: str
-
-
-class FillMaskResponse(RootModel):
-    """One mask: a list of candidates; several masks: a list per mask; several texts: one such
-    answer per text (a list of one text answers as one text, as transformers' pipeline)."""
-
-    root: list[HFCandidate] | list[list[HFCandidate]] | list[list[list[HFCandidate]]]
-
-
-class ModelStatus(Out):
-    name: str
-    ready: bool
-    precision: Literal["fp32", "int8"] = None
-    max_length: int = None
-    error: str = None
-
-
-class Health(Out):
-    status: Literal["ok", "degraded", "loading", "error", "draining"]
-    pid: int
-    model: str = None
-    precision: Literal["fp32", "int8"] = None
-    max_length: int = None
-    models: list[ModelStatus]
-
-
-class Error(Out):
-    success: Literal[False]
-    error: str = Field(min_length=1)
-    code: str
-
-
-class V2Error(Out):
-    error: str = Field(min_length=1)
-
-
-class V2ServerMetadata(Out):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class V2Live(Out):
-    live: bool
-
-
-class V2Ready(V2Live):
-    ready: bool
-
-
-class V2ModelReady(Out):
-    name: str
-    ready: bool
-
-
-class Tensor(Out):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class V2ModelMetadata(Out):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[Tensor]
-    outputs: list[Tensor]
-
-
-class OutputTensor(Tensor):
-    name: Literal[tuple(v2.OUTPUTS)]
-    datatype: Literal["BYTES", "INT64", "FP32"]
-    data: list
-
-
-class V2InferResponse(Out):
-    model_name: str
-    model_version: str
-    id: str = None
-    outputs: list[OutputTensor]
-
-
-RESPONSES = (PredictSingle, PredictBatch, FillMaskResponse, Health, Error, V2Error)
-RESPONSES += (V2ServerMetadata, V2Live, V2Ready, V2ModelReady, V2ModelMetadata, V2InferResponse)
+V2_ERRORS = {"infer": (400, 401, 404, 413, 415, 500, 503, 504), "get": (404, 503)}
 
 
 def ref(name):
@@ -207,23 +92,49 @@ def ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def body(schema, description):
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+def field_schema(spec):
+    """One field of ``OBJECTS``: ``name``, ``name:[Type]``, ``name:Type``, ``name:true``."""
+    name, _, kind = spec.rstrip("?").partition(":")
+    if kind in ("true", "false"):
+        return name, {"const": kind == "true"}
+    many = kind.startswith("[")
+    kind = kind.strip("[]")
+    item = ref(kind) if kind[:1].isupper() else FIELD_TYPES[kind or name]
+    return name, {"type": "array", "items": item} if many else item
+
+
+def objects():
+    """The response objects' schemas: every listed field, nothing else."""
+    out = {}
+    for name, specs in OBJECTS.items():
+        fields = [(spec, *field_schema(spec)) for spec in specs.split()]
+        out[name] = {
+            "type": "object",
+            "properties": {field: schema for _, field, schema in fields},
+            "required": [field for spec, field, _ in fields if not spec.endswith("?")],
+            "additionalProperties": False,
+        }
+    one = {"type": "array", "items": ref("HFCandidate")}
+    per_mask = {"type": "array", "items": one}
+    out["FillMaskResponse"] = {
+        "description": "One mask: a list of candidates; several masks: a list per mask; several "
+        "texts: one such answer per text (one text in a list answers as one text).",
+        "anyOf": [one, per_mask, {"type": "array", "items": per_mask}],
+    }
+    return out
 
 
 def schemas(shapes):
     """Component schemas of every request and response, with the configured limits."""
-    models = [(m, "validation") for m in (shapes.PredictRequest, shapes.FillMaskRequest)]
-    models += [(v2.InferRequest, "validation")] + [(m, "serialization") for m in RESPONSES]
-    keys, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
-    return top["$defs"]
+    models = [shapes.PredictRequest, shapes.FillMaskRequest, v2.InferRequest]
+    _, top = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    return {**top["$defs"], **objects()}
 
 
-def errors(statuses, v2_shape=False):
-    """``responses`` entries for error statuses (v2: the protocol's error object)."""
-    if v2_shape:
-        return {str(s): body(ref("V2Error"), ERROR_TEXT[s]) for s in statuses}
-    return {str(s): {"$ref": f"#/components/responses/Error{s}"} for s in statuses}
+def body(schema, description):
+    return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
 def error_components():
@@ -233,158 +144,100 @@ def error_components():
         schema = {"allOf": [ref("Error"), {"properties": {"code": {"enum": list(codes)}}}]}
         out[f"Error{status}"] = body(schema, ERROR_TEXT[status])
     out["Error401"]["headers"] = {
-        "WWW-Authenticate": {"description": 'Bearer realm="fillmask"', "schema": {"type": "string"}}
+        "WWW-Authenticate": {"description": 'Bearer realm="fillmask"', "schema": STRING}
     }
     return out
 
 
-def operation(op, summary, responses, request=None, secured=False, parameters=()):
-    """One operation object."""
-    out = {"summary": summary, "operationId": op, "responses": responses}
+# (path, method, operationId, summary, request schema or None, {status: (schema, description)}).
+ROUTES = [
+    ("/predict", "post", "predict", "Fill every [MASK] of a text or of a list of texts",
+     "PredictRequest", {200: ("PredictSingle|PredictBatch", "Candidates for every mask.")}),
+    ("/fill-mask", "post", "fill_mask", "The Hugging Face Inference API fill-mask contract",
+     "FillMaskRequest", {200: ("FillMaskResponse", "Candidates per mask.")}),
+    ("/health", "get", "health", "Liveness and readiness", None,
+     {200: ("Health", "Loaded (degraded: one model failed, the others serve)."),
+      503: ("Health", "Loading, failed to load, or draining.")}),
+    ("/v2", "get", "v2_server_metadata", "v2 server metadata", None,
+     {200: ("V2ServerMetadata", "Name and version.")}),
+    ("/v2/", "get", "v2_server_metadata_slash", "v2 server metadata", None,
+     {200: ("V2ServerMetadata", "Name and version.")}),
+    ("/v2/health/live", "get", "v2_live", "v2 liveness", None,
+     {200: ("V2Live", "The process answers.")}),
+    ("/v2/health/ready", "get", "v2_ready", "v2 readiness (Kubernetes readinessProbe)", None,
+     {200: ("V2Ready", "Loaded and not draining."), 503: ("V2Ready", "Loading or draining.")}),
+]  # fmt: skip
+MODEL_ROUTES = [
+    ("", "get", "v2_model_metadata", "v2 model metadata", None,
+     {200: ("V2ModelMetadata", "Inputs and outputs.")}),
+    ("/ready", "get", "v2_model_ready", "v2 model readiness", None,
+     {200: ("V2ModelReady", "Ready."), 503: ("V2ModelReady", "Not loaded, or draining.")}),
+    ("/infer", "post", "v2_infer", "v2 inference: BYTES texts in; candidates, ids, scores out",
+     "InferRequest", {200: ("V2InferResponse", "The wanted output tensors.")}),
+]  # fmt: skip
+
+
+def operation(op, summary, request, responses, params=()):
+    """One operation object, with its error responses."""
+    out = {"summary": summary, "operationId": op}
+    out["responses"] = {
+        str(s): body({"oneOf": [ref(n) for n in name.split("|")]} if "|" in name else ref(name), d)
+        for s, (name, d) in responses.items()
+    }
     if request:
         out["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(request)}}}
-    if secured:
         out["security"] = [{}, {"bearerAuth": []}]
-    if parameters:
+    if op.startswith("v2_infer") or op.startswith("v2_model"):
+        statuses = V2_ERRORS["infer" if request else "get"]
+        out["responses"] |= {
+            str(s): body(ref("V2Error"), ERROR_TEXT[s])
+            for s in statuses
+            if str(s) not in out["responses"]
+        }
+    elif request:
+        out["responses"] |= {
+            str(s): {"$ref": f"#/components/responses/Error{s}"} for s in API_ERRORS
+        }
+    if params:
         out["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in parameters
+            {"name": p, "in": "path", "required": True, "schema": STRING} for p in params
         ]
     return out
 
 
 def paths(config):
     """Every endpoint with its request body and every response it can give."""
-    predict_ok = body(
-        {"oneOf": [ref("PredictSingle"), ref("PredictBatch")]},
-        "Candidates for every mask (`results`: one per text of `texts`).",
-    )
-    out = {
-        "/predict": {
-            "post": operation(
-                "predict",
-                "Fill every [MASK] of a text or of each of a list of texts",
-                {"200": predict_ok, **errors(API_ERRORS)},
-                "PredictRequest",
-                True,
-            )
-        },
-        "/fill-mask": {
-            "post": operation(
-                "fill_mask",
-                "The Hugging Face Inference API fill-mask contract",
-                {
-                    "200": body(ref("FillMaskResponse"), "Candidates per mask."),
-                    **errors(API_ERRORS),
-                },
-                "FillMaskRequest",
-                True,
-            )
-        },
-        "/health": {
-            "get": operation(
-                "health",
-                "Liveness and readiness",
-                {
-                    "200": body(
-                        ref("Health"),
-                        "The models are loaded (degraded: one failed, the others serve).",
-                    ),
-                    "503": body(ref("Health"), "Loading, failed to load, or draining."),
-                },
-            )
-        },
-        "/openapi.json": {
-            "get": operation(
-                "openapi",
-                "This document",
-                {"200": body({"type": "object"}, "The OpenAPI document.")},
-            )
-        },
-        "/": {
-            "get": operation(
-                "page",
-                "The fill-in page",
-                {
-                    "200": {
-                        "description": "HTML page (scripts from /static only).",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            )
-        },
-    }
-    mode = access_mode(config)
-    if mode != "off":
-        text = {"text/plain": {"schema": {"type": "string"}}}
-        metrics = operation(
-            "metrics",
-            "Prometheus metrics, summed over all workers",
-            {"200": {"description": "Prometheus text format.", "content": text}},
-        )
-        if mode == "token":
-            metrics["security"] = [{"bearerAuth": []}]
-            metrics["responses"].update(errors([401]))
-        out["/metrics"] = {"get": metrics}
-    meta = {"200": body(ref("V2ServerMetadata"), "Name and version.")}
-    out["/v2"] = {"get": operation("v2_server_metadata", "v2 server metadata", meta)}
-    out["/v2/"] = {"get": operation("v2_server_metadata_slash", "v2 server metadata", meta)}
-    out["/v2/health/live"] = {
-        "get": operation(
-            "v2_live", "v2 liveness", {"200": body(ref("V2Live"), "The process answers.")}
-        )
-    }
-    out["/v2/health/ready"] = {
-        "get": operation(
-            "v2_ready",
-            "v2 readiness (Kubernetes readinessProbe)",
-            {
-                "200": body(ref("V2Ready"), "The models are loaded and the worker not draining."),
-                "503": body(ref("V2Ready"), "Loading, failed, or draining after SIGTERM."),
-            },
-        )
-    }
+    out = {}
+    for path, method, op, summary, request, responses in ROUTES:
+        out[path] = {method: operation(op, summary, request, responses)}
     for base, params in (
         ("/v2/models/{name}", ("name",)),
         ("/v2/models/{name}/versions/{version}", ("name", "version")),
     ):
-        suffix = "_version" if len(params) > 1 else ""
-        out[base] = {
-            "get": operation(
-                "v2_model_metadata" + suffix,
-                "v2 model metadata",
-                {
-                    "200": body(ref("V2ModelMetadata"), "Inputs and outputs."),
-                    **errors((404, 503), True),
-                },
-                parameters=params,
-            )
+        for tail, method, op, summary, request, responses in MODEL_ROUTES:
+            op += "_version" if len(params) > 1 else ""
+            out[base + tail] = {method: operation(op, summary, request, responses, params)}
+    html = {
+        "description": "The page (scripts from /static only).",
+        "content": {"text/html": {"schema": STRING}},
+    }
+    out["/"] = {
+        "get": {"summary": "The fill-in page", "operationId": "page", "responses": {"200": html}}
+    }
+    out["/openapi.json"] = {"get": operation("openapi", "This document", None, {})}
+    out["/openapi.json"]["get"]["responses"]["200"] = body({"type": "object"}, "This document.")
+    mode = access_mode(config)
+    if mode != "off":
+        text = {
+            "description": "Prometheus text format.",
+            "content": {"text/plain": {"schema": STRING}},
         }
-        out[base + "/ready"] = {
-            "get": operation(
-                "v2_model_ready" + suffix,
-                "v2 model readiness",
-                {
-                    "200": body(ref("V2ModelReady"), "Ready."),
-                    "503": body(ref("V2ModelReady"), "Not loaded, or draining."),
-                    **errors((404,), True),
-                },
-                parameters=params,
-            )
-        }
-        out[base + "/infer"] = {
-            "post": operation(
-                "v2_infer" + suffix,
-                "v2 inference: BYTES texts in, candidates, token ids and scores out",
-                {
-                    "200": body(ref("V2InferResponse"), "The wanted output tensors."),
-                    **errors((400, 401, 404, 413, 415, 500, 503, 504), True),
-                },
-                "InferRequest",
-                True,
-                params,
-            )
-        }
+        metrics = {"summary": "Prometheus metrics of all workers", "operationId": "metrics"}
+        metrics["responses"] = {"200": text}
+        if mode == "token":
+            metrics["security"] = [{"bearerAuth": []}]
+            metrics["responses"]["401"] = {"$ref": "#/components/responses/Error401"}
+        out["/metrics"] = {"get": metrics}
     return out
 
 
@@ -405,13 +258,7 @@ def build_spec(service):
         "components": {
             "schemas": schemas(service.shapes),
             "responses": error_components(),
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "Needed for the inference endpoints only when API_TOKEN is set.",
-                }
-            },
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
 

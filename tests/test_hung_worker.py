@@ -1,7 +1,7 @@
 """A model run that never returns: the worker turns unhealthy and Gunicorn replaces it.
 
 The hang is made inside a real Gunicorn worker by a test-only config file that loads the real
-gunicorn.conf.py and adds a ``post_fork`` hook wrapping ``Predictor.log_probs``: a text holding
+gunicorn.conf.py and adds a ``post_fork`` hook wrapping ``Predictor.run``: a text holding
 the magic word blocks for ever. Nothing in the production code knows about it.
 """
 
@@ -28,16 +28,16 @@ exec(compile(open(__file__, encoding="utf-8").read(), __file__, "exec"))
 def post_fork(server, worker):
     from fillmask.predictor import Predictor
 
-    real = Predictor.log_probs
+    real = Predictor.run
     never = threading.Event()
 
-    def log_probs(self, prepared):
+    def run(self, prepared):
         if any({magic!r} in item.text for item in prepared):
             pathlib.Path({flag!r}).touch()  # tells the test the run now hangs
             never.wait()
         return real(self, prepared)
 
-    Predictor.log_probs = log_probs
+    Predictor.run = run
 """
 
 

@@ -9,7 +9,7 @@ from openapi_check import SpecChecker
 from openapi_spec_validator import validate
 
 from fillmask.errors import ERROR_CODES
-from fillmask.requests import FIELD_CODES, TYPE_CODES
+from fillmask.refusal import FIELD_CODES, TYPE_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -98,10 +98,10 @@ def test_worker_warms_the_model_before_its_first_request(tiny_model_dir, monkeyp
     from fillmask.predictor import Predictor
 
     calls = []
-    original = Predictor.log_probs
+    original = Predictor.run
     monkeypatch.setattr(
         Predictor,
-        "log_probs",
+        "run",
         lambda self, items: calls.append(len(items)) or original(self, items),
     )
     create_app(make_config(tiny_model_dir))

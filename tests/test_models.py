@@ -63,9 +63,7 @@ def ids_scores(candidates, id_key="token_id"):
     return [(c[id_key], c["score"]) for c in candidates]
 
 
-def test_each_model_answers_by_name_as_pytorch_does(
-    both, tiny_torch, tiny_tokenizer, second_torch
-):
+def test_each_model_answers_by_name_as_pytorch_does(both, tiny_torch, tiny_tokenizer, second_torch):
     client = both.test_client()
     references = {
         None: (tiny_torch, tiny_tokenizer, "tiny-random-bert"),

@@ -109,19 +109,19 @@ def per_row_quantize(helper, node, opset):
     """Nodes computing ``DynamicQuantizeLinear``'s three outputs with a per-row scale.
 
     The rows are flattened to [rows, features] so that ``QuantizeLinear``'s per-axis form
-    (axis 0) quantises each row with its own scale in one pass; the largest |value| comes from
-    two reductions that only read ``x`` (Abs would write a copy of it first).
+    (axis 0) quantises each row with its own scale in one pass. Measured on bert-base's shape:
+    Abs + ReduceMax a little faster than ReduceMax + ReduceMin, and opset 21's blocked
+    ``QuantizeLinear`` (no reshapes) no faster than this.
     """
     x, (q, scale, zero_point) = node.input[0], node.output
     p = q + "_pr_"
     make = helper.make_node
     # Opset 18 moved the reductions' axes from an attribute to an input.
-    inputs, axes = ([x, "pr_last"], {}) if opset >= 18 else ([x], {"axes": [-1]})
+    inputs, axes = ([p + "abs", "pr_last"], {}) if opset >= 18 else ([p + "abs"], {"axes": [-1]})
     return [
+        make("Abs", [x], [p + "abs"]),
         make("ReduceMax", inputs, [p + "hi"], keepdims=1, **axes),
-        make("ReduceMin", inputs, [p + "lo"], keepdims=1, **axes),
-        make("Neg", [p + "lo"], [p + "nlo"]),
-        make("Max", [p + "hi", p + "nlo", "pr_tiny"], [p + "amax"]),  # tiny: an all-zero row
+        make("Max", [p + "hi", "pr_tiny"], [p + "amax"]),  # tiny: an all-zero row
         make("Mul", [p + "amax", "pr_inv127"], [scale]),
         make("Reshape", [scale, "pr_last"], [p + "s"]),
         make("Shape", [p + "s"], [p + "rows"]),

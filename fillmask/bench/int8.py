@@ -1,0 +1,171 @@
+"""int8 side by side: onnxruntime's per-run activation scale against the exporter's per-row one.
+
+    python -m fillmask.bench.int8 models/bert-base-chinese        # an export made with --int8
+    python -m fillmask.bench.int8 DIR --threads 2 --reps 100 --json
+
+Builds the per-run graph from the directory's ``model.onnx`` with plain ``quantize_dynamic``
+(what the exporter wrote before issue 19) into a temporary file, then measures both int8
+graphs and fp32, interleaved: single-request latency at 16 and 64 tokens, one run of 8 texts of
+16 tokens, batch invariance (a text alone vs in one run with 7 texts of other lengths, 7
+tries: how many changed their top-10 order, largest |Δ log-prob|), and top-1 / top-5
+agreement with fp32 on the parity sentences, each alone.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fillmask import parity
+from fillmask.bench.latency import bench_text
+from fillmask.session import create_session
+
+logger = logging.getLogger(__name__)
+
+
+def per_run_graph(src, dst):
+    """The int8 graph as onnxruntime's ``quantize_dynamic`` alone makes it (per-run scales)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # a page of notes per tensor it skips
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return dst
+
+
+def run(session, sequences):
+    """One padded ``session.run`` of token-id lists; the [masks, vocab] log-prob rows."""
+    longest = max(map(len, sequences))
+    ids = np.zeros((len(sequences), longest), np.int64)
+    mask = np.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def invariance(session, encode, tries=7):
+    """Changed top-10 orders and the largest score change, alone vs batched with 7 others."""
+    rng = np.random.default_rng(0)
+    changed, largest = 0, 0.0
+    for attempt in range(tries):
+        target = encode(bench_text(12 + 5 * attempt))
+        others = [encode(bench_text(int(n))) for n in rng.integers(5, 60, 7)]
+        place = int(rng.integers(0, 8))
+        alone = run(session, [target])[0]
+        together = run(session, [*others[:place], target, *others[place:]])[place]
+        changed += not np.array_equal(np.argsort(-alone)[:10], np.argsort(-together)[:10])
+        largest = max(largest, float(np.abs(alone - together).max()))
+    return {"top10_changed": f"{changed}/{tries}", "max_abs_diff": round(largest, 6)}
+
+
+def latencies(sessions, cases, reps, warmup=3):
+    """Median ms per (graph, case), round-robin; and each graph's speed relative to the first."""
+    times = {(n, c): [] for n in sessions for c in cases}
+    names = list(sessions)
+    for rep in range(warmup + reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for case, feed in cases.items():
+            for name in order:
+                start = time.perf_counter()
+                run(sessions[name], feed)
+                if rep >= warmup:
+                    times[(name, case)].append((time.perf_counter() - start) * 1000)
+    base = names[0]
+    return {
+        name: {
+            case: {
+                "p50_ms": round(float(np.median(times[(name, case)])), 2),
+                f"speed_vs_{base}": round(
+                    float(np.median(np.array(times[(base, case)]) / times[(name, case)])), 3
+                ),
+            }
+            for case in cases
+        }
+        for name in names
+    }
+
+
+def agreement(session, reference, sequences, k=5):
+    """Top-1 agreement and top-k overlap with ``reference`` rows, each sentence run alone."""
+    got = np.concatenate([run(session, [seq]) for seq in sequences])
+    want, have = np.argsort(-reference, 1)[:, :k], np.argsort(-got, 1)[:, :k]
+    return {
+        "top1_agreement": round(float(np.mean(want[:, 0] == have[:, 0])), 4),
+        f"top{k}_overlap": round(
+            float(np.mean([len(set(a) & set(b)) / k for a, b in zip(want, have, strict=True)])), 4
+        ),
+        "mean_abs_diff": round(float(np.mean(np.abs(got - reference))), 5),
+    }
+
+
+def measure(model_dir, threads=1, reps=60):
+    """Every figure of the module docstring for one exported model directory."""
+    from tokenizers import Tokenizer
+
+    model_dir = Path(model_dir)
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+    def encode(text):
+        return tokenizer.encode(text).ids
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graphs = {
+            "int8 per-run scale": per_run_graph(model_dir / "model.onnx", Path(tmp) / "q.onnx"),
+            "int8 per-row scale": model_dir / "model.int8.onnx",
+            "fp32": model_dir / "model.onnx",
+        }
+        sessions = {name: create_session(path, threads) for name, path in graphs.items()}
+    cases = {
+        "16 tokens": [encode(bench_text(16))],
+        "64 tokens": [encode(bench_text(64))],
+        "8 texts x 16 tokens": [encode(bench_text(16))] * 8,
+    }
+    sentences = [encode(s) for s in parity.load_sentences()]
+    fp32 = np.concatenate([run(sessions["fp32"], [seq]) for seq in sentences])
+    return {
+        "model_dir": str(model_dir),
+        "threads": threads,
+        "reps": reps,
+        "latency": latencies(sessions, cases, reps),
+        "batch_invariance": {n: invariance(s, encode) for n, s in sessions.items()},
+        "vs_fp32": {n: agreement(s, fp32, sentences) for n, s in sessions.items() if n != "fp32"},
+    }
+
+
+def main(argv=None):
+    """Print the comparison (a table, or JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", help="a model directory exported with --int8")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
+    parser.add_argument("--reps", type=int, default=60, help="timed repetitions (default 60)")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    args = parser.parse_args(argv)
+    result = measure(args.model_dir, args.threads, args.reps)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['model_dir']}, {args.threads} thread(s), {args.reps} interleaved repetitions")
+    for name, cases in result["latency"].items():
+        cells = ", ".join(
+            f"{c} {v['p50_ms']} ms ({list(v.values())[1]:.0%})" for c, v in cases.items()
+        )
+        print(f"  {name}: {cells}")
+        print(f"    batch invariance: {result['batch_invariance'][name]}")
+        if name in result["vs_fp32"]:
+            print(f"    vs fp32: {result['vs_fp32'][name]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ is built and run by tests/test_image.py (podman, ``-m container``).
 import ast
 import fnmatch
 import importlib.metadata as metadata
+import json
 import re
 import shutil
 import subprocess
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+pytest.register_assert_rewrite("container_env")
+from container_env import markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -187,3 +191,13 @@ def test_requirements_install_every_third_party_import_and_no_torch():
         dists = {normalise(d) for d in providers.get(module, [])}
         assert dists & installed, f"{module} ({dists or 'not installed'}) not in requirements.txt"
     assert not FORBIDDEN & third_party
+
+
+def test_docs_container_figures_are_one_recorded_run_as_the_command_writes_them():
+    """docs/scaling.md's container block: tests/test_image.py's figures, rendered unchanged."""
+    doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- container:begin -->\n(.*?)\n<!-- container:end -->", doc, re.S)
+    figures = json.loads(re.search(r"<!-- container-figures: (.*) -->", block.group(1)).group(1))
+    assert block.group(1) == markdown(figures)
+    assert figures["image_size_mb"] > figures["base_size_mb"] > 0
+    assert 0 < figures["start_to_ready_s"] < 120 and 0 < figures["stop_s"] < 30

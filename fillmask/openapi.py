@@ -119,7 +119,8 @@ def objects():
     out["FillMaskResponse"] = {
         "description": "One mask: a list of candidates; several masks: a list per mask; several "
         "texts: one such answer per text (one text in a list answers as one text).",
-        "anyOf": [one, per_mask, {"type": "array", "items": per_mask}],
+        "type": "array",
+        "items": {"anyOf": [ref("HFCandidate"), one, per_mask]},
     }
     return out
 

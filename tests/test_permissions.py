@@ -42,7 +42,9 @@ def as_service(uid, *args):
     """The command line that runs ``python args`` as ``uid``, and its environment."""
     python, path = interpreter(uid)
     drop = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    return [*drop, python, *args], dict(os.environ, PYTHONPATH=path)
+    # Not another test's in-process metrics directory (prepare_dir exports it): a clean start.
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return [*drop, python, *args], {**env, "PYTHONPATH": path}
 
 
 @functools.cache

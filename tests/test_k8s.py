@@ -1,10 +1,12 @@
 """deploy/k8s: strict Kubernetes schemas, one set of labels, probes and drain, KServe's shape.
 
-There is no cluster here: ``kubernetes-validate --strict`` checks every manifest against the
-Kubernetes API's own schemas, and these tests check what a schema cannot (that the Service,
-PodDisruptionBudget and HPA find the Deployment's pods, that probes hit real endpoints, that the
-memory request covers bench.py's measured peak). KServe's resources are custom resources, so
-they are checked against tests/kserve_schema.json, written from KServe's API types.
+There is no cluster here (tests/test_pod.py runs the Deployment's pod under ``podman kube play``,
+which enforces the pod template but runs no probes, hooks, Service, HPA or PDB):
+``kubernetes-validate --strict`` checks every manifest against the Kubernetes API's own schemas,
+and these tests check what a schema cannot (that the Service, PodDisruptionBudget and HPA find
+the Deployment's pods, that probes hit real endpoints, that the memory request covers bench.py's
+measured peak). KServe's resources are custom resources, so they are checked against
+tests/kserve_schema.json, written from KServe's API types.
 """
 
 import json

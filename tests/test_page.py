@@ -134,3 +134,25 @@ def test_page_renders_without_a_model(tmp_path):
     response = broken.test_client().get("/")
     assert response.status_code == 200
     assert b'id="text"' in response.data
+
+
+def test_hanzi_toggle_box_blanks_and_the_idiom_example(page):
+    response, parser = page
+    inputs = {attrs.get("id"): attrs for tag, attrs in parser.tags if tag == "input"}
+    assert inputs["hanzi-only"]["type"] == "checkbox" and "checked" in inputs["hanzi-only"]
+    assert inputs["idioms"]["type"] == "checkbox" and "checked" not in inputs["idioms"]
+    html = response.get_data(as_text=True)
+    assert "□" in html and "答案里的 □ 会换成候选的字" in html  # the hint says □ is filled
+    examples = [attrs for tag, attrs in parser.tags if "example" in attrs.get("class", "")]
+    (idiom,) = [attrs for attrs in examples if "data-idioms" in attrs]
+    assert idiom["data-text"] == "画蛇□□，多此一举。"
+    ids = {attrs.get("id") for _, attrs in parser.tags}
+    assert {"idiom-box", "idiom-list"} <= ids
+
+
+def test_script_sends_the_new_fields():
+    """The request fields the page uses exist in its script, spelled as the API names them."""
+    source = (STATIC / "page.js").read_text(encoding="utf-8")
+    for field in ("body.hanzi_only = true", "body.blank = BOX", "body.idioms = true"):
+        assert field in source, field
+    assert 'const BOX = "□"' in source and "|□/giu" in source

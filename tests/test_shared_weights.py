@@ -369,6 +369,7 @@ def mid_model_dir(tmp_path_factory):
 
 
 @pytest.mark.live
+@pytest.mark.load  # ~2 min (a model export, eight servers): once per test command, not per seed
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_each_extra_worker_adds_little_memory(mid_model_dir, tmp_path, precision):
     """Summed PSS of master + workers, after every worker answered, with 1 and 3 workers.

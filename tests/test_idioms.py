@@ -324,3 +324,40 @@ def test_given_characters_must_match_exactly(predictor):
         assert idioms.fit(predictor, predictor.prepare(text), 5, lexicon, BEAM) == []
     (idiom,) = idioms.fit(predictor, predictor.prepare("画蛇[MASK][MASK]"), 5, lexicon, BEAM)
     assert (idiom.word, idiom.fill, idiom.sequence) == ("画蛇添足", "添足", "画蛇添足")
+
+
+# -- through the API ----------------------------------------------------------------------------
+
+
+@needs_lexicon
+def test_predict_lists_hua_she_tian_zu(client, csv_rows):
+    body = {"text": "画蛇[MASK][MASK]，多此一举。", "top_k": 10, "idioms": True}
+    data = client.post("/predict", json=body).get_json()
+    (found,) = [i for i in data["idioms"] if i["word"] == "画蛇添足"]
+    row = csv_rows["画蛇添足"]
+    assert found["fill"] == "添足" and found["sequence"] == "画蛇添足，多此一举。"
+    assert (found["pinyin"], found["explanation"]) == (row["pinyin"], row["explanation"])
+    assert found["derivation"] == row["derivation"]
+    # A fully blank four-character run: lexicon words only.
+    body = {"text": "他做事总是[MASK][MASK][MASK][MASK]", "top_k": 10, "idioms": True}
+    words = [i["word"] for i in client.post("/predict", json=body).get_json()["idioms"]]
+    assert len(words) == 10 and all(w in csv_rows for w in words)
+
+
+def test_predict_without_the_lexicon_is_a_400_and_the_rest_works(tiny_model_dir, monkeypatch):
+    from conftest import make_config
+
+    from app import create_app
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    client = create_app(make_config(tiny_model_dir)).test_client()
+    response = client.post("/predict", json={"text": "画蛇[MASK][MASK]", "idioms": True})
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["code"] == "idioms_unavailable" and idioms.INSTALL in body["error"]
+    assert (
+        client.post("/predict", json={"text": "画蛇[MASK][MASK]", "joint": True}).status_code == 200
+    )

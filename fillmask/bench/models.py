@@ -86,10 +86,13 @@ def random_export(work, name, arch):
     return model_dir
 
 
+EXPORTER_FILES = ("export.py", "quantize.py")
+
+
 def exporter_digest():
-    """Short hash of the exporter's code (export_onnx.py and fillmask/export.py)."""
+    """Short hash of the exporter's code (export_onnx.py, fillmask/export.py and quantize.py)."""
     digest = hashlib.sha256()
-    for path in (ROOT / "export_onnx.py", ROOT / "fillmask" / "export.py"):
+    for path in (ROOT / "export_onnx.py", *(ROOT / "fillmask" / f for f in EXPORTER_FILES)):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
 

@@ -9,7 +9,7 @@ when w[:a] ends the text before the blank and w[a + n:] begins the text after it
 character (partly given idioms match the given characters exactly). Its fill is w[a:a + n], and
 only fills whose every character is one token of the model's vocabulary can be written. Every
 alignment of every idiom is matched at once per idiom length, as numpy comparisons of the
-lexicon's character indexes, giving the set F of fills (token ids, [len(F), n]).
+idioms' code points, giving the set F of fills (token ids, [len(F), n]).
 
 Decoding. ``fillmask.joint``'s beam search, constrained to F: F is a trie walked in any order
 (GENRE's prefix trie, ``genre/trie.py``, is its left-to-right case). In a state (some positions
@@ -173,7 +173,7 @@ def rows_needed(item, top_k, lexicon, beam, field="text"):
 def fit(predictor, item, top_k, lexicon, beam, field="text"):
     """The ``top_k`` lexicon idioms that fit the blank of ``item``, best first (``Idiom``).
 
-    ``beam``: states kept between steps (JOINT_BEAM, as joint decoding).
+    ``beam``: JOINT_BEAM, as joint decoding; max(beam, top_k) states are kept between steps.
     """
     masks = blank_masks(item, field)
     start, end = item.spans[masks[0]][0], item.spans[masks[-1]][1]

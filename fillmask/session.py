@@ -126,10 +126,8 @@ def weights_key(source):
     MLAS reads on ARM (and what qemu reports for the CPU it emulates).
     """
     stat = Path(source).stat()
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text(errors="replace") if info.exists() else ""  # Linux only
     cpu = sorted({ln for ln in text.splitlines() if ln.split(":")[0].strip() in CPU_FIELDS})
     try:
         libc = ctypes.CDLL(None)

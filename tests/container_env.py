@@ -55,7 +55,8 @@ def prerequisites():
         return "container tests need root (rootful podman with a test-local storage)"
     missing = [tool for tool in TOOLS if not shutil.which(tool)]
     if missing:
-        return f"container tests need {', '.join(missing)} (apt install podman runc mmdebstrap slirp4netns)"
+        need = ", ".join(missing)
+        return f"container tests need {need} (apt install podman runc mmdebstrap slirp4netns)"
     return None
 
 
@@ -217,7 +218,7 @@ def markdown(figures):
             "tests/test_image.py -m container`, root, podman with runc), written here by "
             "`python tests/container_env.py`; tiny random test model (tests/conftest.py), so "
             "the start time is the server's and the image's, not bert-base-chinese's load. "
-            f"On {f['machine']}.*",
+            f"On {f['machine']}, 1-minute load average {f['load_1min']} at the end of the run.*",
             f"<!-- container-figures: {json.dumps(f, sort_keys=True)} -->",
         ]
     )

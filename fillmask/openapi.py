@@ -218,6 +218,10 @@ def paths(config):
         for tail, method, op, summary, request, responses in MODEL_ROUTES:
             op += "_version" if len(params) > 1 else ""
             out[base + tail] = {method: operation(op, summary, request, responses, params)}
+        # Binary tensor data (docs/api.md): the JSON header, then the tensors' bytes.
+        infer, binary = out[base + "/infer"]["post"], {"schema": {"type": "string"}}
+        infer["requestBody"]["content"]["application/octet-stream"] = binary
+        infer["responses"]["200"]["content"]["application/octet-stream"] = binary
     html = {
         "description": "The page (scripts from /static only).",
         "content": {"text/html": {"schema": STRING}},

@@ -34,7 +34,9 @@ def refusal(exc, model, shapes, rename=None):
         path = rename + path[len("texts") :]  # the protocol's own name ("inputs[0].data[1]")
     if error["type"] == "extra_forbidden":
         owner = path.rpartition(".")[0] or "the body"
-        accepted = ", ".join(shapes.Options.model_fields)  # only options are closed this way
+        # The fields of the object that holds the unknown key (top level: the shared options).
+        fields = nested_fields(info.annotation) if info else shapes.Options.model_fields
+        accepted = ", ".join(fields)
         return FillMaskError(
             f"unknown field {name!r} in {owner}; accepted: {accepted}", code="unknown_field"
         )

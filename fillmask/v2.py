@@ -8,23 +8,26 @@ string, tokens separated by spaces: the protocol allows only scalar parameter va
 ``candidates`` (BYTES [N], per text a JSON array with per mask the candidates as /predict gives
 them), ``token_ids`` (INT64) and ``scores`` (FP32), both [N, masks, k]; a text with fewer masks
 than the longest (or fewer candidates than k) is padded with token id -1 and score 0.
-Every error under /v2 is the protocol's ``{"error": "..."}`` with the status.
+Every error under /v2 is the protocol's ``{"error": "..."}`` with the status. Tensors in and
+out may be binary (``v2_binary``: Triton's binary tensor data extension, tritonclient's default).
 """
 
 import json
 from typing import Literal
 
 from flask import Blueprint, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from . import responses
-from .api import json_response, read_json, service
+from . import responses, v2_binary
+from .api import read_body, service
 from .errors import FillMaskError
-from .requests import described
+from .refusal import parse_json
+from .requests import described, without_null_defaults
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_VERSION = "1.0.0"
+EXTENSIONS = ["binary_tensor_data"]  # Triton's name for the binary tensor data extension
 VERSION = "1"  # the one version of each model this server has
 INPUT = {"name": "text", "datatype": "BYTES", "shape": [-1]}
 OUTPUTS = {
@@ -38,20 +41,28 @@ Parameters = dict[str, StrictStr | StrictInt | bool | float] | None
 class Protocol(BaseModel):
     """The protocol's objects: unknown keys refused, values not coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=without_null_defaults)
+
+
+class InputParameters(Protocol):
+    binary_data_size: described(StrictInt, "must be its bytes after the JSON header", ge=0) = None
+
+
+class OutputParameters(Protocol):
+    binary_data: described(StrictBool, "must be true (binary tensor data) or false (JSON)") = None
 
 
 class InputTensor(Protocol):
     name: described(Literal["text"], 'must be "text"')
     datatype: described(Literal["BYTES"], "must be BYTES")
     shape: described(list[StrictInt], "must be [N], N the number of texts", min_length=1)
-    data: described(list, "must be the list of N texts containing [MASK]")
-    parameters: Parameters = None
+    data: described(list, "must be the list of N texts containing [MASK]") = None
+    parameters: InputParameters = InputParameters()
 
 
 class OutputRequest(Protocol):
     name: described(Literal[tuple(OUTPUTS)], "must be one of " + ", ".join(OUTPUTS))
-    parameters: Parameters = None
+    parameters: OutputParameters = OutputParameters()
 
 
 class InferRequest(Protocol):
@@ -61,7 +72,7 @@ class InferRequest(Protocol):
     parameters: described(
         Parameters,
         "must be an object of scalars: top_k (integer), targets (one string of tokens "
-        'separated by spaces, e.g. "好 坏"), hanzi_only (boolean)',
+        'separated by spaces, e.g. "好 坏"), hanzi_only (boolean), binary_data_output (boolean)',
     ) = None
     inputs: described(list[InputTensor], "must hold one tensor: text, BYTES, [N]") = Field(
         min_length=1, max_length=1
@@ -78,7 +89,7 @@ def protocol_error(exc):
 @bp.get("")
 @bp.get("/")
 def server_metadata():
-    return jsonify({"name": "fillmask", "version": SERVER_VERSION, "extensions": []})
+    return jsonify({"name": "fillmask", "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
 
 @bp.get("/health/live")
@@ -127,16 +138,15 @@ def infer(name, version=VERSION):
     """Fill every mask of each text of the BYTES input."""
     fill = service()
     model(name, version)
-    if "Inference-Header-Content-Length" in request.headers:
-        raise FillMaskError(
-            "binary tensor data is not supported: send the tensors as JSON "
-            "(tritonclient: binary_data=False)",
-            code="invalid_body",
-        )
-    # The protocol's body is always JSON; its clients (tritonclient) send no Content-Type.
-    body = read_json(request.content_type or "application/json")
-    req, request_id, wanted = parse_infer(fill, body, name)
-    return json_response(fill.answer(req, infer_body, request_id, tuple(wanted)))
+    length = request.headers.get(v2_binary.HEADER)
+    header, data = v2_binary.split(read_body(), length)
+    # The protocol's header is always JSON: tritonclient sends no Content-Type, and a binary
+    # body is application/octet-stream.
+    body = parse_json(header, length is None and request.content_type or "application/json")
+    req, request_id, wanted = parse_infer(fill, body, name, data)
+    body = fill.answer(req, infer_body, request_id, wanted)
+    # A body with binary outputs carries its own headers (octet-stream, the JSON's length).
+    return body, getattr(body, "headers", {"Content-Type": "application/json"})
 
 
 def model(name, version=VERSION):
@@ -149,30 +159,38 @@ def model(name, version=VERSION):
     return service().ready(name)
 
 
-def parse_infer(fill, body, name):
-    """A v2 inference body → (``FillRequest``, its id or None, the output names wanted)."""
+def parse_infer(fill, body, name, data=b""):
+    """A v2 inference body (and its binary tensor data) → (``FillRequest``, its id or None,
+    the outputs wanted: (name, binary) pairs)."""
     shapes = fill.shapes
     infer_request = shapes.parse(InferRequest, body)
     tensor = infer_request.inputs[0]
-    if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data):
+    texts = v2_binary.texts(tensor, data, fill.config) if len(tensor.shape) == 1 else None
+    if texts is None or tensor.shape[0] != len(texts):
         raise FillMaskError(
             "inputs[0].shape must be [N] with N the number of texts in inputs[0].data",
             code="invalid_body",
         )
     params = dict(infer_request.parameters or {})
+    binary = params.pop("binary_data_output", False)
+    if not isinstance(binary, bool):
+        raise FillMaskError("parameters.binary_data_output must be true or false")
     if isinstance(params.get("targets"), str):
         # A blank string becomes [""], refused by the same check as any empty target.
         params["targets"] = params["targets"].split() or [""]
     options = shapes.parse(shapes.Options, params)
-    texts = shapes.parse(shapes.PredictRequest, {"texts": tensor.data}, rename="inputs[0].data")
+    texts = shapes.parse(shapes.PredictRequest, {"texts": texts}, rename="inputs[0].data")
     req = shapes.request(options, tuple(texts.texts), True, "inputs[0].data", model=name)
     outputs = infer_request.outputs
-    wanted = list(OUTPUTS) if outputs is None else [o.name for o in outputs]
+    outputs = [OutputRequest(name=o) for o in OUTPUTS] if outputs is None else outputs
+    own = [o.parameters.binary_data for o in outputs]  # each overrides binary_data_output
+    wanted = tuple((o.name, binary if b is None else b) for o, b in zip(outputs, own, strict=True))
     return req, infer_request.id, wanted
 
 
 def infer_body(request, result, request_id, wanted):
-    """The inference response: the wanted output tensors, flattened in row-major order."""
+    """The inference response: the wanted output tensors, flattened in row-major order, as
+    JSON data or (binary outputs) as bytes after the JSON header."""
     per_text = [t.masks for t in result.texts]
     n = len(per_text)
     masks = max(len(text) for text in per_text)
@@ -191,8 +209,8 @@ def infer_body(request, result, request_id, wanted):
     ]
     data = {"candidates": ([n], candidates), "token_ids": ([n, masks, k], token_ids)}
     data["scores"] = ([n, masks, k], scores)
-    outputs = [{**OUTPUTS[name], "shape": data[name][0], "data": data[name][1]} for name in wanted]
+    outputs = [{**OUTPUTS[o], "shape": data[o][0], "data": data[o][1]} for o, _ in wanted]
     body = {"model_name": result.model, "model_version": VERSION, "outputs": outputs}
     if request_id is not None:
         body["id"] = request_id
-    return responses.encode(body)
+    return v2_binary.framed(body, [binary for _, binary in wanted])

@@ -1,5 +1,9 @@
 """The Open Inference Protocol (KServe v2 REST): a real tritonclient against a live Gunicorn,
-answers checked against PyTorch on the same weights and against the protocol's JSON schema."""
+answers checked against PyTorch on the same weights, and every v2 response against the
+protocol's official OpenAPI file (tests/open_inference_rest.yaml, through tests/v2_protocol.py).
+
+Binary tensor data (tritonclient's defaults) is tested in tests/test_v2_binary.py; here the
+tensors go as JSON."""
 
 import json
 import re
@@ -8,114 +12,10 @@ import numpy as np
 import pytest
 import requests
 from conftest import make_config
-from jsonschema import Draft202012Validator
 from live import GunicornServer
+from v2_protocol import check, conforms
 
 MODEL = "tiny-random-bert"
-
-# The protocol's published schema, copied from kserve/open-inference-protocol,
-# specification/protocol/open_inference_rest.yaml (components/schemas), which writes out
-# specification/protocol/inference_rest.md ("$inference_request", "$inference_response",
-# "$metadata_model_response", "$metadata_server_response", "$inference_error_response").
-PROTOCOL = {
-    "$defs": {
-        "parameters": {"type": "object"},
-        "tensor_data": {
-            "type": "array",
-            "items": {
-                "anyOf": [
-                    {"$ref": "#/$defs/tensor_data"},
-                    {"type": "number"},
-                    {"type": "string"},
-                    {"type": "boolean"},
-                ]
-            },
-        },
-        "tensor": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer"}},
-                "datatype": {"type": "string"},
-                "parameters": {"$ref": "#/$defs/parameters"},
-                "data": {"$ref": "#/$defs/tensor_data"},
-            },
-            "required": ["name", "shape", "datatype", "data"],
-        },
-        "metadata_tensor": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"},
-                "datatype": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer"}},
-            },
-            "required": ["name", "datatype", "shape"],
-        },
-        "inference_request": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {"$ref": "#/$defs/parameters"},
-                "inputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "name": {"type": "string"},
-                            "parameters": {"$ref": "#/$defs/parameters"},
-                        },
-                        "required": ["name"],
-                    },
-                },
-            },
-            "required": ["inputs"],
-        },
-        "inference_response": {
-            "type": "object",
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "parameters": {"$ref": "#/$defs/parameters"},
-                "outputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
-            },
-            "required": ["model_name", "outputs"],
-        },
-        "metadata_server_response": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-            "required": ["name", "version", "extensions"],
-        },
-        "metadata_model_response": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": {"$ref": "#/$defs/metadata_tensor"}},
-                "outputs": {"type": "array", "items": {"$ref": "#/$defs/metadata_tensor"}},
-            },
-            "required": ["name", "platform"],
-        },
-        "error_response": {
-            "type": "object",
-            "properties": {"error": {"type": "string"}},
-            "required": ["error"],
-        },
-    }
-}
-
-
-def conforms(instance, definition):
-    """Assert ``instance`` matches the protocol's ``definition``; return it."""
-    schema = {**PROTOCOL, "$ref": f"#/$defs/{definition}"}
-    Draft202012Validator(schema).validate(instance)
-    return instance
 
 
 def request_body(texts, **parameters):
@@ -237,15 +137,19 @@ def test_same_answer_as_predict(server):
 
 
 @pytest.mark.live
-def test_binary_tensors_are_refused_clearly(triton):
+def test_binary_tensors_are_served_by_default(server, triton):
+    """tritonclient's defaults send binary tensor data (refused before issue 22); the same
+    words come back as with JSON tensors. The full binary tests: tests/test_v2_binary.py."""
     import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
 
     tensor = httpclient.InferInput("text", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array(["好[MASK]"], dtype=object))  # binary by default
-    with pytest.raises(InferenceServerException, match="binary_data=False") as info:
-        triton.infer(MODEL, [tensor])
-    assert info.value.status() == "400"
+    tensor.set_data_from_numpy(np.array(["好[MASK]".encode()], dtype=object))
+    binary = triton.infer(MODEL, [tensor])
+    as_json = infer(triton, ["好[MASK]"])
+    assert binary.as_numpy("token_ids").tolist() == as_json.as_numpy("token_ids").tolist()
+    assert binary.as_numpy("candidates").tolist() == [
+        c.encode() for c in as_json.as_numpy("candidates").tolist()
+    ]
 
 
 def one_input(**changes):
@@ -283,14 +187,14 @@ def one_input(**changes):
 def test_errors(client, path, body, status, words):
     r = client.post(path, json=body)
     assert r.status_code == status
-    assert words in conforms(r.get_json(), "error_response")["error"]
-    assert set(r.get_json()) == {"error"}
+    assert words in check(path, "POST", status, r.headers, r.data)[0]["error"]
 
 
 def test_unknown_model_metadata_and_ready_are_404(client):
     for path in (f"/v2/models/x{MODEL}", f"/v2/models/x{MODEL}/ready"):
         r = client.get(path)
-        assert r.status_code == 404 and conforms(r.get_json(), "error_response")
+        assert r.status_code == 404
+        check(path, "GET", 404, r.headers, r.data)
 
 
 def test_not_loaded_is_503(tmp_path):
@@ -300,8 +204,13 @@ def test_not_loaded_is_503(tmp_path):
     assert c.get("/v2/health/live").status_code == 200
     assert c.get("/v2/health/ready").status_code == 503
     assert c.get(f"/v2/models/{MODEL}/ready").get_json() == {"name": MODEL, "ready": False}
+    for path in ("/v2/health/ready", f"/v2/models/{MODEL}/ready", f"/v2/models/{MODEL}"):
+        r = c.get(path)
+        assert r.status_code == 503
+        check(path, "GET", 503, r.headers, r.data)
     r = c.post(f"/v2/models/{MODEL}/infer", json=one_input())
-    assert r.status_code == 503 and conforms(r.get_json(), "error_response")
+    assert r.status_code == 503
+    check(f"/v2/models/{MODEL}/infer", "POST", 503, r.headers, r.data)
 
 
 def test_infer_needs_the_api_token(tiny_model_dir):
@@ -314,3 +223,64 @@ def test_infer_needs_the_api_token(tiny_model_dir):
     )
     assert ok.status_code == 200
     assert c.get("/v2/health/ready").status_code == 200  # probes need no token
+
+
+JSON_BODY = one_input()
+EVERY_RESPONSE = [
+    ("GET", "/v2", None, {}, 200),
+    ("GET", "/v2/", None, {}, 200),
+    ("GET", "/v2/health/live", None, {}, 200),
+    ("GET", "/v2/health/ready", None, {}, 200),
+    ("GET", f"/v2/models/{MODEL}", None, {}, 200),
+    ("GET", f"/v2/models/{MODEL}/versions/1", None, {}, 200),
+    ("GET", f"/v2/models/{MODEL}/versions/2", None, {}, 404),
+    ("GET", "/v2/models/nope", None, {}, 404),
+    ("GET", f"/v2/models/{MODEL}/ready", None, {}, 200),
+    ("GET", f"/v2/models/{MODEL}/versions/1/ready", None, {}, 200),
+    ("GET", f"/v2/models/{MODEL}/versions/7/ready", None, {}, 404),
+    ("GET", "/v2/models/nope/ready", None, {}, 404),
+    ("POST", f"/v2/models/{MODEL}/infer", JSON_BODY, {}, 200),
+    ("POST", f"/v2/models/{MODEL}/versions/1/infer", JSON_BODY, {}, 200),
+    ("POST", f"/v2/models/{MODEL}/versions/1/infer", {**JSON_BODY, "id": "a"}, {}, 200),
+    ("POST", f"/v2/models/{MODEL}/versions/2/infer", JSON_BODY, {}, 404),
+    ("POST", "/v2/models/nope/versions/1/infer", JSON_BODY, {}, 404),
+    ("POST", f"/v2/models/{MODEL}/infer", {"inputs": []}, {}, 400),
+    ("POST", f"/v2/models/{MODEL}/infer", b"{", {}, 400),
+    ("POST", f"/v2/models/{MODEL}/infer", b"x" * (2 << 20), {}, 413),
+    ("POST", f"/v2/models/{MODEL}/infer", b"{}", {"Content-Type": "text/plain"}, 415),
+    (
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {**JSON_BODY, "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]},
+        {},
+        200,
+    ),
+]
+
+
+@pytest.mark.parametrize("method, path, body, headers, status", EVERY_RESPONSE)
+def test_every_v2_response_matches_the_protocols_file(client, method, path, body, headers, status):
+    """Each v2 endpoint, with and without a version, good and bad: the file's schema for it."""
+    if isinstance(body, dict):
+        r = client.open(path, method=method, json=body, headers=headers)
+    else:
+        r = client.open(path, method=method, data=body, headers=headers)
+    assert r.status_code == status, r.data[:300]
+    obj, binary = check(path, method, status, r.headers, r.data)
+    if path.endswith("/infer") and status == 200:
+        assert obj["model_name"] == MODEL and obj["model_version"] == "1"
+        assert binary == ({"scores"} if "outputs" in body else set())
+
+
+def test_the_file_is_the_official_one():
+    """The copy is kserve/open-inference-protocol's file, with its licence and source named."""
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).parent / "open_inference_rest.yaml").read_text("utf-8")
+    assert "github.com/kserve/open-inference-protocol" in text.split("\n", 1)[0]
+    assert "Apache License, Version 2.0" in text
+    spec = yaml.safe_load(text)
+    assert spec["info"]["title"] == "Data Plane" and spec["info"]["version"] == "2.0"
+    assert "/v2/models/${MODEL_NAME}/versions/${MODEL_VERSION}/infer" in spec["paths"]

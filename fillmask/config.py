@@ -1,11 +1,19 @@
 """Service configuration: read once from the environment, with defaults, then passed down.
 
 Every knob has an environment variable of the same name in upper case (``model_dir`` ←
-``MODEL_DIR``); docs/configuration.md lists them all.
+``MODEL_DIR``); docs/configuration.md lists them all. Each field declares its default and its
+accepted range together (pydantic): a bad value stops the start with one line naming the
+variable and what it accepts, instead of failing on a later request. MAX_TOP_K is checked
+against the vocabulary once the model is loaded (``check_vocabulary``).
 """
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+AtLeast1 = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ConfigError(ValueError):
@@ -14,66 +22,69 @@ class ConfigError(ValueError):
 
 def default_threads(environ=os.environ):
     """ORT intra-op threads per worker: cores ÷ workers, at least 1."""
-    workers = max(1, _int(environ.get("WORKERS"), 2))
+    try:
+        workers = max(1, int(environ.get("WORKERS", "2")))
+    except ValueError:
+        workers = 2
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(BaseModel):
     """Everything the app and the predictor need to know, with the defaults users get."""
 
-    model_dir: str = "models/bert-base-chinese"
-    model_precision: str = "fp32"  # fp32 | int8
-    max_length: int = 64  # tokens the model sees, [CLS] and [SEP] included
-    ort_threads: int = field(default_factory=default_threads)
-    max_masks: int = 16  # per text
-    max_texts: int = 32  # per "texts" batch
-    max_top_k: int = 50
-    max_targets: int = 100
-    max_candidates: int = 20  # words of one "candidates" list
-    max_candidate_chars: int = 8  # characters of one candidate word
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # One directory, or several comma-separated (the first is the default model).
+    model_dir: str = Field("models/bert-base-chinese", pattern=r"\S")
+    model_precision: Literal["fp32", "int8"] = "fp32"
+    max_length: int = Field(64, ge=3, le=512)  # tokens the model sees, [CLS] and [SEP] included
+    ort_threads: AtLeast1 = Field(default_factory=default_threads)
+    max_masks: AtLeast1 = 16  # per text
+    max_texts: AtLeast1 = 32  # per "texts" batch
+    max_top_k: AtLeast1 = 50
+    max_targets: AtLeast1 = 100
+    max_candidates: AtLeast1 = 20  # words of one "candidates" list
+    max_candidate_chars: AtLeast1 = 8  # characters of one candidate word
     # Model rows one request may cost through joint / candidates / idioms (one text needs at most
     # 160 + 76): what one request costs a Raspberry Pi, whatever texts x candidates it sends.
-    max_whole_word_rows: int = 256
-    joint_beam: int = 5  # states kept per blank between joint decoding steps (rows per step)
-    max_body_bytes: int = 1 << 20  # 1 MiB; larger bodies get 413
+    max_whole_word_rows: AtLeast1 = 256
+    joint_beam: AtLeast1 = 5  # states kept per blank between joint decoding steps (rows per step)
+    max_body_bytes: int = Field(1 << 20, ge=1024)  # 1 MiB; larger bodies get 413
     # 512: a paragraph, and as many characters as BERT's 512 positions can ever see at once.
-    max_text_chars: int = 512
+    max_text_chars: int = Field(512, ge=len("[MASK]"))
     # Refuse, before any model run, a request whose answer could exceed this many bytes
     # (fillmask/limits.py): what one request can cost a worker in memory.
-    max_response_bytes: int = 2_000_000
-    cache_size: int = 256  # LRU of recent identical requests; 0 turns it off
-    cache_bytes: int = 16 << 20  # 16 MiB: the cache's estimated size bound per worker
+    max_response_bytes: int = Field(2_000_000, ge=10_000)
+    cache_size: int = Field(256, ge=0)  # LRU of recent identical requests; 0 turns it off
+    cache_bytes: int = Field(16 << 20, ge=0)  # 16 MiB: the cache's bound in bytes per worker
     batching: bool = True  # micro-batch concurrent requests in one worker
-    batch_max: int = 16  # texts per micro-batch
-    batch_window_ms: float = 5.0  # busy worker: wait for the last batch's clients
-    model_verify: str = "size"  # none | size | sha256 (per worker; master: sha256)
+    batch_max: AtLeast1 = 16  # texts per micro-batch
+    batch_window_ms: Seconds = Field(5.0, ge=0, le=1000)  # busy: wait for the last batch's clients
+    model_verify: Literal["none", "size", "sha256"] = "size"  # per worker; the master: sha256
     cors_origins: str = ""  # comma-separated origins allowed to call the API
     api_token: str = ""  # when set, the JSON API needs "Authorization: Bearer"
-    metrics: str = "auto"  # who may read /metrics: auto | on | token | off
+    metrics: str = Field("auto", pattern=r"(?i)^\s*(auto|on|token|off)\s*$")  # who reads /metrics
     metrics_dir: str = ""  # workers' shared metrics files; empty: a fresh temporary directory
-    drain_seconds: float = 0.0  # after SIGTERM: keep serving, but not ready, for this long
-    request_timeout: float = 30.0  # seconds; a request still waiting for the model gets a 504
-    hung_run_seconds: float = 90.0  # a model run this old: the worker is replaced (0: never)
+    drain_seconds: Seconds = Field(0.0, ge=0, le=3600)  # after SIGTERM: serve, not ready, this long
+    # Also below Gunicorn's TIMEOUT, and HUNG_RUN_SECONDS above it: gunicorn.conf.py checks.
+    request_timeout: Seconds = Field(30.0, gt=0, le=3600)  # then a request waiting gets a 504
+    hung_run_seconds: Seconds = Field(90.0, ge=0, le=86400)  # a run this old: replace (0: never)
 
-    def __post_init__(self):
-        for name, (check, accepted) in RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) != (accepted == "true or false") or not check(value):
-                raise ConfigError(f"{name.upper()}={value!r} is out of range: {accepted}")
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
+            why = error["msg"][0].lower() + error["msg"][1:]
+            raise ConfigError(f"{name}={error.get('input')} is out of range: {why}") from None
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):
         """Build from environment variables named like the fields, upper case."""
-        values = {}
-        for item in fields(cls):
-            raw = environ.get(item.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[item.name] = _convert(raw, item.type, item.name)
-        if "ort_threads" not in values:
-            values["ort_threads"] = default_threads(environ)
-        return replace(cls(**values), **overrides)
+        values = {n: environ[n.upper()] for n in cls.model_fields if environ.get(n.upper())}
+        values.setdefault("ort_threads", default_threads(environ))
+        return cls(**{**values, **overrides})
 
     @property
     def model_dirs(self):
@@ -85,70 +96,6 @@ class Config:
         return {o.strip() for o in self.cors_origins.split(",") if o.strip()}
 
 
-def _at_least(low):
-    return lambda v: isinstance(v, int) and v >= low, f"an integer >= {low}"
-
-
-def _one_of(*names):
-    return lambda v: v in names, "one of " + ", ".join(names)
-
-
-_IS_BOOL = (lambda v: isinstance(v, bool), "true or false")
-_IS_STR = (lambda v: isinstance(v, str), "a string")
-# Every setting's accepted values, checked when a Config is built (so at start): a bad value
-# stops the start with one line naming the variable instead of failing on a later request.
-# MAX_TOP_K is checked against the vocabulary once the model is loaded (``check_vocabulary``).
-RANGES = {
-    "model_dir": (lambda v: isinstance(v, str) and v.strip() != "", "a directory path"),
-    "model_precision": _one_of("fp32", "int8"),
-    "max_length": (
-        lambda v: isinstance(v, int) and 3 <= v <= 512,
-        "an integer from 3 to 512 (BERT's positions)",
-    ),
-    "ort_threads": _at_least(1),
-    "max_masks": _at_least(1),
-    "max_texts": _at_least(1),
-    "max_top_k": _at_least(1),
-    "max_targets": _at_least(1),
-    "max_candidates": _at_least(1),
-    "max_candidate_chars": _at_least(1),
-    "max_whole_word_rows": _at_least(1),
-    "joint_beam": _at_least(1),
-    "max_body_bytes": _at_least(1024),
-    "max_text_chars": _at_least(len("[MASK]")),
-    "max_response_bytes": _at_least(10_000),
-    "cache_size": _at_least(0),
-    "cache_bytes": _at_least(0),
-    "batching": _IS_BOOL,
-    "batch_max": _at_least(1),
-    "batch_window_ms": (
-        lambda v: isinstance(v, int | float) and 0 <= v <= 1000,
-        "a number of milliseconds from 0 to 1000",
-    ),
-    "model_verify": _one_of("none", "size", "sha256"),
-    "cors_origins": _IS_STR,
-    "api_token": _IS_STR,
-    "metrics": (
-        lambda v: isinstance(v, str) and v.strip().lower() in ("auto", "on", "token", "off"),
-        "one of auto, on, token, off",
-    ),
-    "metrics_dir": _IS_STR,
-    "drain_seconds": (
-        lambda v: isinstance(v, int | float) and 0 <= v <= 3600,
-        "a number of seconds from 0 to 3600",
-    ),
-    # Also below Gunicorn's TIMEOUT, and HUNG_RUN_SECONDS above it: gunicorn.conf.py checks.
-    "request_timeout": (
-        lambda v: isinstance(v, int | float) and 0 < v <= 3600,
-        "a number of seconds above 0, at most 3600",
-    ),
-    "hung_run_seconds": (
-        lambda v: isinstance(v, int | float) and 0 <= v <= 86400,
-        "a number of seconds from 0 (never) to 86400",
-    ),
-}
-
-
 def check_vocabulary(config, offerable):
     """Refuse a MAX_TOP_K larger than the model's offerable tokens (known once it is loaded)."""
     if config.max_top_k > offerable:
@@ -156,29 +103,3 @@ def check_vocabulary(config, offerable):
             f"MAX_TOP_K={config.max_top_k} is out of range: at most {offerable}, the tokens "
             "this model can offer"
         )
-
-
-def _int(raw, default):
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return default
-
-
-def _convert(raw, kind, name):
-    """Convert one environment string to the field's type, naming the variable on failure."""
-    kind = kind if isinstance(kind, str) else kind.__name__
-    try:
-        if kind == "bool":
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        return raw
-    except ValueError:
-        raise ConfigError(f"{name.upper()}={raw!r} is not a valid {kind}") from None

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -107,7 +106,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
 
 
 def test_env_file_sets_only_knobs_the_service_reads():
-    known = {f.name.upper() for f in fields(Config)} | gunicorn_knobs()
+    known = {name.upper() for name in Config.model_fields} | gunicorn_knobs()
     assert set(env_file()) - known == set()
 
 

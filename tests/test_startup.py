@@ -226,7 +226,7 @@ def gunicorn_conf():
     [
         ({"REQUEST_TIMEOUT": "60"}, "REQUEST_TIMEOUT=60 is out of range: below TIMEOUT=60"),
         ({"HUNG_RUN_SECONDS": "20"}, "HUNG_RUN_SECONDS=20 is out of range"),
-        ({"REQUEST_TIMEOUT": "0"}, "REQUEST_TIMEOUT=0.0 is out of range"),
+        ({"REQUEST_TIMEOUT": "0"}, "REQUEST_TIMEOUT=0 is out of range"),
         ({"DRAIN_SECONDS": "30"}, "DRAIN_SECONDS=30 is out of range: below GRACEFUL_TIMEOUT=30"),
         ({"DRAIN_SECONDS": "45.5"}, "DRAIN_SECONDS=45.5 is out of range: below GRACEFUL_TIMEOUT"),
     ],

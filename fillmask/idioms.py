@@ -28,6 +28,7 @@ over the lexicon's idioms (about 30,000), no model.
 
 import csv
 import importlib.metadata
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,11 @@ class Lexicon:
         # One string for all records (about 4.5 MB for idiom.csv) instead of four str objects
         # per idiom, each with its own header: a record is cut out only when it is answered.
         self.text = RECORD.join(records)
+        # The largest record's JSON bytes (quotes and escapes included): what one idiom can add
+        # to an answer, for the answer size bound (fillmask/limits.py).
+        self.longest = max(
+            (len(json.dumps(r, ensure_ascii=False).encode()) for r in records), default=0
+        )
         self.starts = np.cumsum([0] + [len(r) + 1 for r in records])
         groups = {}
         for i, word in enumerate(words):

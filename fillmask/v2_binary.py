@@ -27,11 +27,13 @@ def split(raw, header_length):
     """The request body → (its JSON header, the binary tensor data after it)."""
     if header_length is None:
         return raw, b""
-    if not header_length.isdigit() or not 0 < int(header_length) <= len(raw):
+    # Decimal digits only ("²" is a digit to str.isdigit, not to int), and few of them.
+    n = int(header_length) if header_length.isdecimal() and len(header_length) < 20 else -1
+    if not 0 < n <= len(raw):
         raise FillMaskError(
-            f"{HEADER} must be the JSON header's bytes, 1 to {len(raw)}, not {header_length!r}"
+            f"{HEADER} must be the JSON header's bytes, 1 to {len(raw)}, not {header_length[:20]!r}"
         )
-    return raw[: int(header_length)], raw[int(header_length) :]
+    return raw[:n], raw[n:]
 
 
 def texts(tensor, data, config):

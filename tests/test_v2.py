@@ -284,3 +284,35 @@ def test_the_file_is_the_official_one():
     spec = yaml.safe_load(text)
     assert spec["info"]["title"] == "Data Plane" and spec["info"]["version"] == "2.0"
     assert "/v2/models/${MODEL_NAME}/versions/${MODEL_VERSION}/infer" in spec["paths"]
+
+
+INFER_PATH = f"/v2/models/{MODEL}/infer"
+FRAMED_OUTPUT = {"name": "scores", "datatype": "FP32", "shape": [1], "data": [0.5]}
+FRAMED_OUTPUT["parameters"] = {"binary_data_size": 4}  # and "data" too: not the extension
+
+
+@pytest.mark.parametrize(
+    "path, status, body, binary",
+    [
+        (f"/v2/models/{MODEL}", 200, {"name": MODEL, "versions": ["1"]}, None),  # no platform
+        ("/v2", 200, {"name": "fillmask", "version": "1.0.0", "extensions": "none"}, None),
+        (INFER_PATH, 200, {"outputs": []}, None),  # no model_name
+        (INFER_PATH, 200, {"model_name": MODEL, "outputs": [{"name": "x", "shape": [1]}]}, None),
+        (INFER_PATH, 200, {"model_name": MODEL, "outputs": [FRAMED_OUTPUT]}, b"\0\0\0?"),
+        (INFER_PATH, 400, {"error": 5}, None),
+        (INFER_PATH, 400, {"success": False, "error": "x", "code": "invalid_body"}, None),
+        (f"/v2/models/{MODEL}/ready", 200, {"name": MODEL}, None),
+    ],
+)
+def test_the_check_refuses_what_the_file_refuses(path, status, body, binary):
+    """The checker can fail: bodies the protocol's file (or the extension) does not allow."""
+    from v2_protocol import HEADER
+
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if binary is not None:
+        headers = {"Content-Type": "application/octet-stream", HEADER: str(len(raw))}
+    method = "POST" if path.endswith("/infer") else "GET"
+    with pytest.raises(Exception) as info:
+        check(path, method, status, headers, raw + (binary or b""))
+    assert info.type.__name__ in ("ValidationError", "AssertionError")

@@ -1,7 +1,7 @@
 """The v2 binary tensor data extension (Triton's docs/protocol/extension_binary_data.md).
 
-tritonclient with its defaults (binary inputs, binary outputs: no ``binary_data=False``
-anywhere in this file) against a live Gunicorn, with and without ``model_version``; answers
+tritonclient with its defaults (binary inputs, binary outputs: its binary_data flag is never
+set in this file) against a live Gunicorn, with and without ``model_version``; answers
 equal to /predict's and to PyTorch's on the same weights (tests/reference.py). Hand-made bodies
 for every malformed case, each a 400 in the protocol's error shape; every response checked
 against the protocol's official file (tests/v2_protocol.py), binary outputs decoded there with

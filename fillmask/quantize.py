@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from .export import ExportError, collecting_cycles
+
 logger = logging.getLogger(__name__)
 
 # Symmetric per-row scale: onnxruntime's CPU MatMulInteger takes only a scalar activation zero
@@ -27,8 +29,6 @@ def quantize_graph(src, dst):
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from .export import collecting_cycles
 
     root = logging.getLogger()
     level = root.level
@@ -90,7 +90,7 @@ def unfused_attention(helper, node, opset):
     x, w, bias, x_scale, w_scale, mask, x_zp, w_zp = node.input[:8]
     heads = {a.name: a.i for a in node.attribute}
     if set(heads) != {"num_heads"} or any(node.input[8:]):
-        raise RuntimeError(f"QAttention {node.name} has options this rewrite lacks")
+        raise ExportError(f"QAttention {node.name} has options the int8 rewrite lacks")
     out, make = node.output[0], helper.make_node
     qkv = [out + "_q", out + "_k", out + "_v"]
     split = {"num_outputs": 3} if opset >= 18 else {}  # opset 18 wants the count said

@@ -8,7 +8,9 @@ Builds the per-run graph from the directory's ``model.onnx`` with plain ``quanti
 graphs and fp32, interleaved: single-request latency at 16 and 64 tokens, one run of 8 texts of
 16 tokens, batch invariance (a text alone vs in one run with 7 texts of other lengths, 7
 tries: how many changed their top-10 order, largest |Δ log-prob|), and top-1 / top-5
-agreement with fp32 on the parity sentences, each alone.
+agreement with fp32 on the parity sentences, each alone. With ``--http``, also throughput
+through a real Gunicorn (``bench.py``'s load, 16-token texts) for both int8 graphs with
+micro-batching on and off, at 1 and 16 clients.
 """
 
 import argparse
@@ -143,6 +145,48 @@ def measure(model_dir, threads=1, reps=60):
     }
 
 
+def per_run_model_dir(model_dir, out):
+    """A copy of ``model_dir`` whose int8 graph is the per-run one, its manifest updated."""
+    import shutil
+
+    from fillmask.model_files import MANIFEST, file_entry
+
+    out = Path(out)
+    out.mkdir()
+    for name in ("model.onnx", "tokenizer.json", "vocab.txt"):
+        shutil.copy(Path(model_dir) / name, out / name)
+    per_run_graph(out / "model.onnx", out / "model.int8.onnx")
+    manifest = json.loads((Path(model_dir) / MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"]["model.int8.onnx"] = file_entry(out / "model.int8.onnx")
+    (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def http(model_dir, seconds=5, rounds=2, levels=(1, 16)):
+    """Throughput / p50 / p95 / CPU per request through Gunicorn, both int8 graphs."""
+    from fillmask.bench import http_load, latency
+
+    servers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {"per-run": per_run_model_dir(model_dir, Path(tmp) / "m"), "per-row": model_dir}
+        try:
+            for graph, directory in dirs.items():
+                for batching in ("on", "off"):
+                    env = {"MODEL_PRECISION": "int8", "BATCHING": "1" if batching == "on" else "0"}
+                    server = http_load.gunicorn_server(directory, **env)
+                    servers[f"int8 {graph} scale, batching {batching}"] = server.start()
+            texts = http_load.load_texts(latency.bench_text(16))
+            results = http_load.measure(servers, texts, levels, seconds, rounds)
+        finally:
+            for server in servers.values():
+                server.stop()
+    keys = ("throughput_rps", "p50_ms", "p95_ms", "cpu_ms_per_request", "errors")
+    return {
+        name: {level: {k: cell[k] for k in keys} for level, cell in per.items()}
+        for name, per in results.items()
+    }
+
+
 def main(argv=None):
     """Print the comparison (a table, or JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -150,8 +194,11 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
     parser.add_argument("--reps", type=int, default=60, help="timed repetitions (default 60)")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--http", action="store_true", help="also load Gunicorn (a few minutes)")
     args = parser.parse_args(argv)
     result = measure(args.model_dir, args.threads, args.reps)
+    if args.http:
+        result["http"] = http(Path(args.model_dir))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -164,6 +211,8 @@ def main(argv=None):
         print(f"    batch invariance: {result['batch_invariance'][name]}")
         if name in result["vs_fp32"]:
             print(f"    vs fp32: {result['vs_fp32'][name]}")
+    for name, per in result.get("http", {}).items():
+        print(f"  HTTP {name}: {per}")
     return 0
 
 

@@ -93,3 +93,24 @@ def test_fp32_and_int8_match_pytorch(shaped):
 
 def test_int8_is_batch_invariant(shaped):
     assert_batch_invariant(shaped[2])
+
+
+def test_served_by_create_app_as_pytorch_ranks(shaped):
+    """/predict of the app on this model: every mask's top 5 is PyTorch's (tie-tolerant)."""
+    from conftest import make_config
+    from reference import assert_top_k, offerable
+    from transformers import BertForMaskedLM, BertTokenizerFast
+
+    from app import create_app
+
+    _, source, out = shaped
+    model = BertForMaskedLM.from_pretrained(source, attn_implementation="eager").eval()
+    tokenizer = BertTokenizerFast.from_pretrained(source)
+    client = create_app(make_config(out)).test_client()
+    text = "床前明月[MASK]，疑是地上[MASK]。"
+    body = client.post("/predict", json={"text": text, "top_k": 5}).get_json()
+    rows = mask_log_probs(model, tokenizer, text)
+    assert len(body["masks"]) == len(rows) == 2
+    for mask, row in zip(body["masks"], rows, strict=True):
+        got = [(c["token_id"], c["score"]) for c in mask["candidates"]]
+        assert_top_k(got, row, offerable(tokenizer), 5)

@@ -155,7 +155,7 @@ def test_image_is_slim_python_non_root_and_runs_gunicorn_like_the_unit():
     assert {"requirements.txt", "constraints.txt"} <= set(copied_sources())
     assert not ignored("constraints.txt")
     user = [args for op, args in ops if op == "USER"]
-    assert user and user[-1] not in ("root", "0")
+    assert user and user[-1].split(":")[0] not in ("root", "0")
     assert ("EXPOSE", "5000") in ops
     cmd = [args for op, args in ops if op == "CMD"][-1]
     unit = (ROOT / "deploy" / "fillmask.service").read_text()
@@ -163,7 +163,9 @@ def test_image_is_slim_python_non_root_and_runs_gunicorn_like_the_unit():
     assert cmd == str(["gunicorn", *exec_start.split()]).replace("'", '"')
     # The Kubernetes pod runs as the image's user and mounts the model where MODEL_DIR says.
     k8s = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
-    assert k8s["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user[-1])
+    uid, gid = map(int, user[-1].split(":"))
+    pod_security = k8s["spec"]["template"]["spec"]["securityContext"]
+    assert (pod_security["runAsUser"], pod_security["runAsGroup"]) == (uid, gid)
     env = " ".join(args for op, args in ops if op == "ENV")
     (container,) = k8s["spec"]["template"]["spec"]["containers"]
     k8s_env = {e["name"]: e["value"] for e in container["env"]}

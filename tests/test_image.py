@@ -99,11 +99,11 @@ def test_serves_pytorchs_words_read_only_as_its_user(
     with Container(podman, tiny_model_dir) as box:
         ready_s = box.start()
         facts = json.loads(podman("inspect", box.name).stdout)[0]
-        assert facts["Config"]["User"] == "10001" and facts["HostConfig"]["ReadonlyRootfs"]
+        assert facts["Config"]["User"] == "10001:10001" and facts["HostConfig"]["ReadonlyRootfs"]
         assert [m["RW"] for m in facts["Mounts"] if m["Destination"] == MOUNT] == [False]
         (binding,) = facts["HostConfig"]["PortBindings"]["5000/tcp"]
         assert binding == {"HostIp": "127.0.0.1", "HostPort": str(box.port)}
-        assert box.exec("id", "-u").stdout.strip() == "10001"
+        assert box.exec("id", "-u").stdout.strip() == box.exec("id", "-g").stdout.strip() == "10001"
         for path in ("/app/x", f"{MOUNT}/x"):
             assert "Read-only file system" in box.exec("touch", path).stderr, path
         assert box.exec("touch", "/tmp/x").returncode == 0

@@ -71,8 +71,9 @@ def test_the_shared_copy_answers_exactly_like_the_exported_file(model_copy, tmp_
     entry = entry_of(cache, source.name)
     stamp = json.loads((entry / "stamp.json").read_text())
     assert set(stamp["files"]) == {"model.onnx", "model.data"}
-    # The prepacked weights are in the data file, so it is larger than the weights alone.
-    assert (entry / "model.data").stat().st_size > 0.9 * source.stat().st_size
+    # The weights are in the data file (mapped), not in the graph (parsed onto the heap). How
+    # much packed data comes with them depends on the CPU's kernels (on the A72 int8 adds none).
+    assert (entry / "model.data").stat().st_size > 0.5 * source.stat().st_size
 
 
 def test_a_second_session_maps_the_same_copy_without_rebuilding(model_copy, tmp_path):
@@ -172,7 +173,7 @@ def test_a_copy_made_on_another_cpu_is_not_used(model_copy, tmp_path, monkeypatc
     # The other machine's copy of the same file: another key; make its data garbage so that
     # using it would show in the answer.
     overwrite(entry / "model.data", 0, b"\x01" * (entry / "model.data").stat().st_size)
-    monkeypatch.setattr(ws.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(ws.platform, "machine", lambda: "another-cpu")
     assert ws.weights_key(source) != entry.name.rsplit("-", 1)[1]
     got = answer(create_session(source, shared=True, cache_dir=str(cache)), model_copy)
     np.testing.assert_array_equal(got, expected)

@@ -245,7 +245,8 @@ feeds = {"input_ids": ids, "attention_mask": mask}
 out = {}
 for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
     direct = create_session(model / name).run(None, feeds)[0]
-    shared = create_session(model / name, shared=True, cache_dir=cache).run(None, feeds)[0]
+    session = create_session(model / name, shared=True, cache_dir=cache)  # kept: maps below
+    shared = session.run(None, feeds)[0]
     assert np.array_equal(direct, shared), f"{precision}: the shared copy answers differently"
     maps = [ln for ln in Path("/proc/self/maps").read_text().splitlines() if cache in ln]
     assert any(ln.endswith("/model.data") for ln in maps), f"{precision}: copy not mapped"

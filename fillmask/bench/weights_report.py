@@ -28,9 +28,11 @@ PI_MB = 3200
 
 def _source(results):
     meta = results["meta"]
+    load = [meta.get("load_average_before"), meta.get("load_average_after")]
+    busy = f", load average {load[0]} before, {load[1]} after" if all(load) else ""
     return (
-        f"*`{meta['command']}`, {meta['date']}, {meta['machine']}; {meta['weights']}. Memory "
-        "does not depend on the weight values.*"
+        f"*`{meta['command']}`, {meta['date']}, {meta['machine']}{busy}; {meta['weights']}. "
+        "Memory does not depend on the weight values; timings do on how busy the cores were.*"
     )
 
 

@@ -9,6 +9,7 @@ import errno
 import os
 import socket
 import sys
+import threading
 
 # The config file is read before --chdir applies: make the project importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -198,8 +199,27 @@ def in_use(address, exc):
     )
 
 
+# The longest a booting worker is kept alive by ``post_fork``'s heartbeat (seconds).
+BOOT_SECONDS = 900
+
+
+def post_fork(server, worker):
+    """Keep a booting worker alive: the first on a machine builds the prepacked weights, which can
+    take longer than TIMEOUT on a Pi (and a worker killed then would start over, for ever)."""
+    worker.fillmask_booted = threading.Event()
+
+    def beat():
+        for _ in range(BOOT_SECONDS):
+            if worker.fillmask_booted.wait(1.0):
+                return
+            worker.notify()
+
+    threading.Thread(target=beat, name="boot-heartbeat", daemon=True).start()
+
+
 def post_worker_init(worker):
     """Log when a worker has its session and is about to accept requests."""
+    getattr(worker, "fillmask_booted", threading.Event()).set()
     worker.log.info("worker %s ready", worker.pid)
     # After Gunicorn installed its signal handlers: SIGTERM first turns readiness off.
     drain.install(worker, Config.from_env().drain_seconds)

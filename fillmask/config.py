@@ -61,6 +61,8 @@ class Config(BaseModel):
     batch_max: AtLeast1 = 16  # texts per micro-batch
     batch_window_ms: Seconds = Field(5.0, ge=0, le=1000)  # busy: wait for the last batch's clients
     model_verify: Literal["none", "size", "sha256"] = "size"  # per worker; the master: sha256
+    share_weights: bool = True  # workers map one prepacked copy made on this machine
+    weights_cache_dir: str = ""  # where it lives; empty: the model dir, else the user's cache
     cors_origins: str = ""  # comma-separated origins allowed to call the API
     api_token: str = ""  # when set, the JSON API needs "Authorization: Bearer"
     metrics: str = Field("auto", pattern=r"(?i)^\s*(auto|on|token|off)\s*$")  # who reads /metrics
@@ -77,7 +79,9 @@ class Config(BaseModel):
             error = exc.errors(include_url=False)[0]
             name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
             why = error["msg"][0].lower() + error["msg"][1:]
-            raise ConfigError(f"{name}={error.get('input')} is out of range: {why}") from None
+            given = error.get("input")
+            given = given if str(given).lstrip("-").replace(".", "", 1).isdigit() else repr(given)
+            raise ConfigError(f"{name}={given} is out of range: {why}") from None
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):

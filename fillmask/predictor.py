@@ -74,6 +74,8 @@ class Predictor:
         check_parity=True,
         batch_max=16,
         runner=None,
+        shared=False,
+        cache_dir="",
     ):
         files = open_model_dir(model_dir, precision, verify=verify, check_parity=check_parity)
         manifest = files.manifest
@@ -90,7 +92,11 @@ class Predictor:
             )
         self.max_length = max_length
         try:
-            self.session = create_session(files.onnx_path, threads)
+            self.session = create_session(
+                files.onnx_path, threads, shared=shared, cache_dir=cache_dir, verify=verify
+            )
+        except ModelFilesError:
+            raise  # the weights cache's own one-line refusals
         except Exception as exc:  # onnxruntime raises its own types, none documented
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFilesError(

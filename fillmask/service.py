@@ -78,6 +78,8 @@ class FillService:
                     verify=cfg.model_verify,
                     batch_max=cfg.batch_max,
                     runner=lambda p: self.runner(p, watch),
+                    shared=cfg.share_weights,
+                    cache_dir=cfg.weights_cache_dir,
                 )
                 check_vocabulary(cfg, int((~predictor.excluded).sum()))
                 if predictor.name in self.models:

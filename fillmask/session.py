@@ -168,6 +168,12 @@ def _build(source, entry, threads):
         os.rename(work, entry)
     except Exception as exc:  # OSError, or onnxruntime's Fail when its write fails (full disk)
         shutil.rmtree(work, ignore_errors=True)
+        try:  # the source itself may be what fails: then the write is not to blame
+            _session(source, _options(threads))
+        except Exception as bad:
+            raise ModelFilesError(
+                f"onnxruntime cannot load {source} ({_first(bad)}); export the model again"
+            ) from None
         free = shutil.disk_usage(entry.parent).free
         raise unwritable(entry.parent, source, f"{_first(exc)}; {free >> 20} MB free") from None
     logger.info(

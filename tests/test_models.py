@@ -106,8 +106,14 @@ def test_unknown_model_is_404_listing_the_served_ones(both):
     assert client.get("/v2/models/nope").status_code == 404
 
 
-def test_health_lists_every_model_and_metrics_label_by_model(both):
-    client = both.test_client()
+def test_health_lists_every_model_and_metrics_label_by_model(
+    tiny_model_dir, second_dir, monkeypatch
+):
+    from app import create_app
+
+    # In process, not another test's multiprocess directory (prepare_dir exports it).
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    client = create_app(make_config(f"{tiny_model_dir},{second_dir}")).test_client()
     health = client.get("/health").get_json()
     assert health["status"] == "ok" and health["model"] == "tiny-random-bert"
     assert [m["name"] for m in health["models"]] == ["tiny-random-bert", SECOND]

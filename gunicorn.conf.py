@@ -21,6 +21,10 @@ from fillmask.model_files import open_model_dir
 
 # -- Server socket -----------------------------------------------------------------------------
 bind = os.environ.get("BIND", "0.0.0.0:5000")
+# A short accept queue (Gunicorn's default is 2048): behind nginx or a Service nothing should wait
+# long in it, and after SIGTERM new connections are refused at once instead of queueing on a
+# closing listener (tests/test_load.py::test_sigterm_master_finishes_in_flight failed with 2048).
+backlog = 64
 # Off by default: with SO_REUSEPORT a second copy of the server (a second ./run.sh, or a manual
 # run beside the systemd unit) binds the same port without an error and silently takes part of
 # the traffic. On (REUSE_PORT=1) each worker listens on its own socket and the kernel spreads

@@ -7,8 +7,14 @@ bp = Blueprint("page", __name__)
 
 @bp.get("/")
 def index():
-    """The browser page, given what it shows: the limits and the served models."""
+    """The browser page, given what it shows: the limits and the served models.
+
+    ``models``: names in MODEL_DIR's order (the first is the default); ``fast``: the one with the
+    fewest weight bytes, which the page asks while the user types.
+    """
     service = current_app.extensions["fillmask"]
     cfg = service.config
     limits = {"max_masks": cfg.max_masks, "max_top_k": cfg.max_top_k}
-    return render_template("index.html", limits=limits, models=list(service.models))
+    models = service.models
+    fast = min(models, key=lambda name: models[name].weight_bytes, default=None)
+    return render_template("index.html", limits=limits, models=list(models), fast=fast)

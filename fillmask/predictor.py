@@ -81,6 +81,7 @@ class Predictor:
         manifest = files.manifest
         self.name = files.name
         self.directory = files.directory
+        self.weight_bytes = files.onnx_path.stat().st_size  # what one run reads: the speed order
         # Texts per session.run at most (BATCH_MAX): activation memory grows with the batch, so
         # a request of many texts runs in several runs instead of one big one.
         self.batch_max = max(1, int(batch_max))

@@ -100,7 +100,7 @@ def test_the_page_is_given_what_it_shows_not_the_config(tiny_model_dir):
     (context,) = seen
     assert "config" not in context  # Flask's own template variable stays Flask's config
     assert context["limits"] == {"max_masks": 16, "max_top_k": 50}
-    assert context["models"] == ["tiny-random-bert"]
+    assert context["models"] == ["tiny-random-bert"] and context["fast"] == "tiny-random-bert"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,9 @@ const BOX = "□";   // one per character, as worksheets print blanks; sent with
 // □ when the request says "blank": "□".
 const MASK_PATTERN = /[\[［]\s*mask\s*[\]］]|□/giu;
 const DEBOUNCE_MS = 300;
+// With several models, "自动" mode: typing is answered by the fastest model after DEBOUNCE_MS;
+// a pause this long (or Enter) asks the default one, whose answer replaces the quick one.
+const PAUSE_MS = 800;
 const TOKEN_KEY = "fillmask-token";   // sessionStorage: kept for this tab only
 
 const $ = (id) => document.getElementById(id);
@@ -16,13 +19,18 @@ const ui = {
   results: $("results"), best: $("best"), bestSentence: $("best-sentence"),
   choiceBox: $("choice-box"), choiceList: $("choice-list"), blanks: $("blanks"), meta: $("meta"),
   hanziOnly: $("hanzi-only"), idioms: $("idioms"), idiomBox: $("idiom-box"),
-  idiomList: $("idiom-list"),
+  idiomList: $("idiom-list"), model: $("model"), answerModel: $("answer-model"),
 };
 const predictUrl = ui.app.dataset.predictUrl;
+// Served model names, the default first; with one model no "model" field is ever sent.
+const models = JSON.parse(ui.app.dataset.models || "[]");
+const fast = ui.app.dataset.fast;
+const several = models.length > 1 && Boolean(ui.model);
 
 let latest = 0;          // id of the newest request: answers to older ones are stale
 let inflight = null;     // AbortController of the request in flight
 let timer = 0;           // debounce timer
+let pauseTimer = 0;      // the default model's turn after a pause in typing
 
 /** [start, end) of every mask in text, in order. */
 function findMasks(text) {
@@ -80,14 +88,27 @@ function clearResults() {
   ui.blanks.replaceChildren();
 }
 
-function schedule(delay = DEBOUNCE_MS) {
-  clearTimeout(timer);
-  timer = setTimeout(predict, delay);
+/** The model to ask (null: the server's default, no field sent): in 自动 mode the fast one
+ * while typing (live), the default one otherwise; a model picked in the list always. */
+function modelFor(live) {
+  if (!several) return null;
+  if (ui.model.value) return ui.model.value;
+  return live ? fast : models[0];
 }
 
-/** Ask the server about the current text; only the newest answer is ever shown. */
-async function predict() {
+/** After typing: a quick answer soon, and the default model's after a longer pause. */
+function schedule() {
   clearTimeout(timer);
+  clearTimeout(pauseTimer);
+  timer = setTimeout(() => predict(true), DEBOUNCE_MS);
+  if (modelFor(true) !== modelFor(false)) pauseTimer = setTimeout(() => predict(), PAUSE_MS);
+}
+
+/** Ask the server about the current text; only the newest answer is ever shown. ``live``:
+ * the debounced request while typing (the fast model when several are served). */
+async function predict(live = false) {
+  clearTimeout(timer);
+  if (!live) clearTimeout(pauseTimer);
   const text = ui.text.value;
   const id = ++latest;
   if (inflight) inflight.abort();
@@ -108,10 +129,12 @@ async function predict() {
   if (ui.idioms.checked && blanks.length === 1) body.idioms = true;
   const choices = parseChoices(ui.choices.value);
   if (choices.length) body.candidates = choices;
+  const model = modelFor(live);
+  if (model) body.model = model;
 
   const controller = new AbortController();
   inflight = controller;
-  showStatus("loading", "正在预测…");
+  showStatus("loading", model ? `正在预测…（${model}）` : "正在预测…");
   const started = performance.now();
   let response;
   let data = null;
@@ -138,6 +161,13 @@ async function predict() {
   }
   render(text, blanks, data, choices.length > 0);
   showMeta(data, performance.now() - started);
+  if (several) showAnswerModel(data.model, live && modelFor(true) !== modelFor(false));
+}
+
+/** The answering model's name beside the answer; a quick preview says that more is coming. */
+function showAnswerModel(name, preview) {
+  ui.answerModel.replaceChildren("答案来自 ", el("strong", "", name),
+    preview ? `（打字时的快速预览；停顿片刻后由 ${models[0]} 给出答案）` : "");
 }
 
 /** JSON, and the API token when this server needs one. */
@@ -290,6 +320,7 @@ ui.token.addEventListener("input", () => {
 ui.topK.addEventListener("change", () => predict());
 ui.hanziOnly.addEventListener("change", () => predict());
 ui.idioms.addEventListener("change", () => predict());
+if (several) ui.model.addEventListener("change", () => predict());
 document.addEventListener("keydown", (event) => {
   if (!(event.ctrlKey || event.metaKey) || event.altKey || event.isComposing) return;
   if (event.key === "Enter") {

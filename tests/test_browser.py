@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from live import GunicornServer
+from test_page import LARGER, export_larger_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
@@ -91,13 +92,19 @@ class Visit:
         if clock:
             self.page.clock.install()  # the page's timers run on a clock the test can stop
         self.requests, self.problems = [], []
-        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.sent = []  # the JSON body of every POST /predict, in order
+        self.page.on("request", self._request)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("console", self._console)
         self.page.on("dialog", self._dialog)
         self.page.route(url + "/", self._with_csp)
         self.page.goto(url + "/")
         self.page.wait_for_selector(ready)
+
+    def _request(self, request):
+        self.requests.append(request.url)
+        if request.url == self.url + "/predict":
+            self.sent.append(request.post_data_json)
 
     def _console(self, message):
         # A refused 4xx or a stopped server also logs a console error; those are expected.
@@ -529,3 +536,122 @@ def test_idioms_only_for_one_blank(visit):
     rows = lexicon_rows()
     words = tab.page.locator("#idiom-list .cand .word").all_text_contents()
     assert words and all(w in rows for w in words)  # a fully blank run offers lexicon words only
+
+
+# -- several models: quick answers while typing, the default model's after a pause -----------------
+
+FAST = "tiny-random-bert"  # fewer weight bytes than LARGER: the page's fast model
+PAUSE_MS = 800  # static/page.js: after this long without typing the default model answers
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, tiny_model_dir):
+    """One Gunicorn serving LARGER (first: the default) and the tiny model (the fast one)."""
+    larger = export_larger_model(tmp_path_factory)
+    with GunicornServer(f"{larger},{tiny_model_dir}", WORKERS="1") as running:
+        yield running
+
+
+def answered(tab, action, text, model):
+    """Run ``action``, wait for the page's request for ``text`` to ``model`` and its answer."""
+    with tab.page.expect_response(
+        lambda r: (
+            r.url == tab.url + "/predict"
+            and r.request.post_data_json["text"] == text
+            and r.request.post_data_json.get("model") == model
+        )
+    ) as info:
+        action()
+    tab.page.wait_for_function(NOT_LOADING)
+    return info.value
+
+
+def answer_model(tab):
+    return tab.page.text_content("#answer-model strong")
+
+
+def type_paused(tab, text):
+    """Type ``text`` into the emptied box while the page's clock stands still."""
+    tab.page.fill("#text", "")
+    tab.page.locator("#text").press_sequentially(text, delay=30)
+
+
+def test_typing_asks_the_fast_model_then_the_default_one(visit, two_models):
+    tab = visit(url=two_models.url, clock=True)
+    page = tab.page
+    assert page.input_value("#model") == ""  # 自动
+    assert tab.sent[0]["model"] == LARGER and answer_model(tab) == LARGER  # the first answer
+    text = "今天天气真[MASK]啊"
+    quick = api(two_models, {"text": text, "top_k": 5, "model": FAST})
+    full = api(two_models, {"text": text, "top_k": 5, "model": LARGER})
+    assert (quick["model"], full["model"]) == (FAST, LARGER)
+    assert records(quick["result"]) != records(full["result"])  # so the page's choice shows
+
+    page.clock.pause_at(time.time() * 1000 + 1000)
+    type_paused(tab, text)
+    before = len(tab.sent)
+    answered(tab, lambda: page.clock.run_for(DEBOUNCE_MS + 1), text, FAST)
+    assert len(tab.sent) == before + 1
+    assert to_tuples(tab.shown()) == [records(quick["result"])]
+    assert answer_model(tab) == FAST and "快速预览" in page.text_content("#answer-model")
+    assert page.text_content("#meta").startswith(f"{FAST} · ")
+
+    answered(tab, lambda: page.clock.run_for(PAUSE_MS - DEBOUNCE_MS), text, LARGER)
+    assert tab.sent[before + 1] == {"text": text, "top_k": 5, "hanzi_only": True, "model": LARGER}
+    assert to_tuples(tab.shown()) == [records(full["result"])]  # replaced the quick answer
+    assert answer_model(tab) == LARGER and "快速预览" not in page.text_content("#answer-model")
+    assert page.text_content("#meta").startswith(f"{LARGER} · ")
+    page.clock.run_for(3000)
+    assert len(tab.sent) == before + 2  # nothing more without typing
+
+    # Ctrl+Enter before the debounce: the default model at once, and nothing after it.
+    more = "明天会[MASK]雨吗"
+    type_paused(tab, more)
+    before = len(tab.sent)
+    answered(tab, lambda: page.keyboard.press("Control+Enter"), more, LARGER)
+    page.clock.run_for(3000)
+    assert [body["model"] for body in tab.sent[before:]] == [LARGER]
+    page.clock.resume()
+    expected = api(two_models, {"text": more, "top_k": 5, "model": LARGER})
+    assert to_tuples(tab.shown()) == [records(expected["result"])]
+    assert answer_model(tab) == LARGER
+
+
+def test_the_picker_pins_a_model(visit, two_models):
+    tab = visit(url=two_models.url, clock=True)
+    page = tab.page
+    page.clock.pause_at(time.time() * 1000 + 1000)
+    text = tab.text()
+    for pinned in (FAST, LARGER):
+        answered(tab, lambda: page.select_option("#model", pinned), text, pinned)  # noqa: B023
+        assert answer_model(tab) == pinned
+        typed = "画[MASK]添足"
+        type_paused(tab, typed)
+        before = len(tab.sent)
+        answered(tab, lambda: page.clock.run_for(DEBOUNCE_MS + 1), typed, pinned)
+        page.clock.run_for(3000)
+        assert [body["model"] for body in tab.sent[before:]] == [pinned]  # no second request
+        expected = api(two_models, {"text": typed, "top_k": 5, "model": pinned})
+        assert to_tuples(tab.shown()) == [records(expected["result"])]
+        assert answer_model(tab) == pinned and "快速预览" not in page.text_content("#answer-model")
+        answered(tab, lambda: page.keyboard.press("Control+Enter"), typed, pinned)
+        text = typed
+    answered(tab, lambda: page.select_option("#model", ""), text, LARGER)  # back to 自动
+    page.clock.resume()
+
+
+def test_one_model_sends_no_model_and_no_second_request(visit):
+    tab = visit(clock=True)
+    page = tab.page
+    assert page.locator("#model, #answer-model").count() == 0
+    page.clock.pause_at(time.time() * 1000 + 1000)
+    text = "今天天气真[MASK]啊"
+    type_paused(tab, text)
+    before = len(tab.sent)
+    tab.predicted(lambda: page.clock.run_for(DEBOUNCE_MS + 1), text)
+    page.clock.run_for(3000)  # past the several-model pause: still one request
+    assert len(tab.sent) == before + 1
+    tab.predicted(lambda: page.keyboard.press("Control+Enter"), text)
+    tab.predicted(lambda: page.uncheck("#hanzi-only"), text)
+    page.clock.resume()
+    assert tab.sent and all("model" not in body for body in tab.sent)

@@ -1,12 +1,13 @@
 """GET / with the Flask test client: the page renders, uses only local static files, and has no
 inline script, inline style or inline event handler (the Content-Security-Policy forbids them)."""
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from conftest import SEED, TINY_MAX_LENGTH, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "static"
@@ -156,3 +157,99 @@ def test_script_sends_the_new_fields():
     for field in ("body.hanzi_only = true", "body.blank = BOX", "body.idioms = true"):
         assert field in source, field
     assert 'const BOX = "□"' in source and "|□/giu" in source
+
+
+# -- several models (issue 20 §3) ---------------------------------------------------------------
+
+LARGER = "tiny-larger"  # the default of the two-model page: first in MODEL_DIR, more weights
+
+
+def export_larger_model(tmp_path_factory):
+    """A random model bigger than the tiny one, exported once per session (test_browser.py
+    serves it too); returns its directory."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.getbasetemp() / "page-larger-model"
+    if not (out / "model.onnx").exists():
+        import export_onnx
+        from fillmask.random_model import build_random_model
+
+        source = tmp_path_factory.getbasetemp() / "page-larger-src"
+        build_random_model(
+            source,
+            hidden_size=48,
+            num_layers=3,
+            num_heads=4,
+            intermediate_size=96,
+            max_position_embeddings=TINY_MAX_LENGTH,
+            seed=SEED + 202,
+        )
+        args = ["--model", str(source), "--output", str(out), "--int8", "--name", LARGER]
+        assert export_onnx.main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def larger_dir(tmp_path_factory):
+    return export_larger_model(tmp_path_factory)
+
+
+def main_attrs(parser):
+    (main,) = [attrs for tag, attrs in parser.tags if attrs.get("id") == "app"]
+    return main
+
+
+def test_one_model_page_has_no_picker(page):
+    """With one model the page is as before: the name list only, no picker, no fast model."""
+    response, parser = page
+    main = main_attrs(parser)
+    assert json.loads(main["data-models"]) == ["tiny-random-bert"]
+    assert "data-fast" not in main
+    ids = {attrs.get("id") for _, attrs in parser.tags}
+    assert not {"model", "model-help", "answer-model"} & ids
+    assert "自动" not in response.get_data(as_text=True)
+
+
+def test_two_models_give_the_picker_and_the_fast_model(larger_dir, tiny_model_dir):
+    from app import create_app
+
+    both = create_app(make_config(f"{larger_dir},{tiny_model_dir}"))
+    response = both.test_client().get("/")
+    assert response.status_code == 200
+    parser = PageParser()
+    parser.feed(response.get_data(as_text=True))
+    main = main_attrs(parser)
+    assert json.loads(main["data-models"]) == [LARGER, "tiny-random-bert"]  # MODEL_DIR order
+    # The fast model is the one with fewer weight bytes on disk (the files, read here).
+    sizes = {
+        name: (path / "model.onnx").stat().st_size
+        for name, path in ((LARGER, larger_dir), ("tiny-random-bert", tiny_model_dir))
+    }
+    assert main["data-fast"] == min(sizes, key=sizes.get) == "tiny-random-bert"
+    options = [
+        (attrs["value"], "selected" in attrs)
+        for tag, attrs in parser.tags
+        if tag == "option" and attrs.get("value") in ("", LARGER, "tiny-random-bert")
+    ]
+    assert options == [("", True), (LARGER, False), ("tiny-random-bert", False)]  # 自动 first
+    ids = {attrs.get("id") for _, attrs in parser.tags}
+    assert {"model", "model-help", "answer-model"} <= ids
+    assert parser.inline == []  # still nothing inline for the CSP
+
+
+def test_model_names_are_escaped_in_the_attributes(tiny_model_dir):
+    """data-models is JSON in a single-quoted attribute: a quote in a name cannot break out."""
+    from flask import render_template
+
+    from app import create_app
+
+    app = create_app(make_config(tiny_model_dir))
+    names = ["it's <b>&\"", "二"]
+    with app.test_request_context("/"):
+        html = render_template(
+            "index.html", limits={"max_masks": 1, "max_top_k": 5}, models=names, fast=names[0]
+        )
+    parser = PageParser()
+    parser.feed(html)
+    main = main_attrs(parser)
+    assert json.loads(main["data-models"]) == names and main["data-fast"] == names[0]
+    assert "<b>" not in html

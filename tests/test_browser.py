@@ -655,3 +655,12 @@ def test_one_model_sends_no_model_and_no_second_request(visit):
     tab.predicted(lambda: page.uncheck("#hanzi-only"), text)
     page.clock.resume()
     assert tab.sent and all("model" not in body for body in tab.sent)
+
+
+def test_two_model_page_fits_a_phone(visit, two_models):
+    tab = visit(url=two_models.url, width=360, height=740)
+    page = tab.page
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    for selector in ("#model", "#predict", "#answer-model"):
+        box = page.locator(selector).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 360, selector

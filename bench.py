@@ -1,7 +1,7 @@
 """Benchmark this service against transformers' pipeline and the reference design, one run.
 
-    python bench.py --quick                      # random bert-base-chinese-sized model, ~4 min
-    python bench.py                              # more repetitions, ~12 min
+    python bench.py --quick                      # fewer repetitions, every part
+    python bench.py                              # the published run, ~11 min on 2 cores
     python bench.py --model models/bert-base-chinese --source ./bert-base-chinese
 
 Measures single-request latency (16/64/128 tokens) of the pipeline, the full-logits reference

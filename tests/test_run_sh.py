@@ -111,7 +111,7 @@ def _assert_export(model_dir):
     assert (model_dir / "model.onnx").is_file()
     leftovers = [p.name for p in model_dir.parent.iterdir() if ".export" in p.name]
     assert not leftovers
-    # The one directory allowed: the serving machine's shared weights (SHARE_WEIGHTS), made once served.
+    # The one directory allowed: the shared weights (SHARE_WEIGHTS), made once it is served.
     nested = [p for p in model_dir.iterdir() if p.is_dir() and p.name != ".weights-cache"]
     assert not nested, list(model_dir.iterdir())
 

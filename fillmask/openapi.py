@@ -2,9 +2,8 @@
 
 Requests: the pydantic models that validate them (``requests.Shapes`` for the running
 ``Config``, ``v2.InferRequest``), so the document states exactly what the server enforces.
-Responses: each object as the list of its fields, typed by name (one name per concept:
-``score`` is always a probability 0..1, ``sequence`` always the filled text); tests validate
-real responses against them. Error codes: ``errors.ERROR_CODES``.
+Responses: ``responses.objects()``, each object the list of its fields typed by name; tests
+validate real responses against them. Error codes: ``errors.ERROR_CODES``.
 """
 
 from flask import Blueprint, current_app, jsonify
@@ -13,64 +12,11 @@ from pydantic.json_schema import models_json_schema
 from . import v2
 from .errors import ERROR_CODES
 from .metrics_setup import access_mode
+from .responses import STRING, objects
 
 bp = Blueprint("openapi", __name__)
 
 JSON = "application/json"
-STRING, INDEX, FLAG = {"type": "string"}, {"type": "integer", "minimum": 0}, {"type": "boolean"}
-PRECISION = {"enum": ["fp32", "int8"]}
-SCORE = {"type": "number", "minimum": 0, "maximum": 1}
-PERCENT = {"type": "number", "minimum": 0, "maximum": 100, "description": "round(score*100, 2)"}
-# What each response field is, by its name; "Name" refers to a component, "[x]" is a list.
-FIELD_TYPES = {
-    **dict.fromkeys("word fill pinyin explanation derivation sequence token_str".split(), STRING),
-    **dict.fromkeys(
-        "model model_name model_version name version platform datatype".split(), STRING
-    ),
-    **dict.fromkeys("index token_id token pid max_length".split(), INDEX),
-    **dict.fromkeys("live ready".split(), FLAG),
-    "score": SCORE,
-    "probability": PERCENT,
-    "log_likelihood": {"type": "number", "maximum": 0},
-    "precision": PRECISION,
-    "elapsed_ms": {"type": "number", "minimum": 0},
-    "error": {"type": "string", "minLength": 1},
-    "code": STRING,
-    "id": STRING,
-    "shape": {"type": "array", "items": {"type": "integer"}},
-    "data": {"type": "array"},
-    "extensions": {"type": "array", "items": STRING},
-    "versions": {"type": "array", "items": STRING},
-    "status": {"enum": ["ok", "degraded", "loading", "error", "draining"]},
-    "parameters": {"type": "object"},
-}
-# Response objects: their fields ("?": only when asked for or when it applies), typed by name.
-OBJECTS = {
-    "Candidate": "word probability score token_id sequence",
-    "Word": "word score probability sequence",
-    "Blank": "index masks:[index] words:[Word]",
-    "Choice": "word score probability log_likelihood sequence",
-    "Idiom": "word fill pinyin explanation derivation score probability sequence",
-    "Mask": "index candidates:[Candidate]",
-    "TextResult": "result:[Candidate] masks:[Mask] blanks:[Blank]? choices:[Choice]? "
-    "idioms:[Idiom]?",
-    "PredictSingle": "success:true result:[Candidate] masks:[Mask] blanks:[Blank]? "
-    "choices:[Choice]? idioms:[Idiom]? model precision elapsed_ms",
-    "PredictBatch": "success:true results:[TextResult] model precision elapsed_ms",
-    "HFCandidate": "score token token_str sequence",
-    "ModelStatus": "name ready precision? max_length? error?",
-    "Health": "status pid model? precision? max_length? models:[ModelStatus]",
-    "Error": "success:false error code",
-    "V2Error": "error",
-    "V2ServerMetadata": "name version extensions",
-    "V2Live": "live",
-    "V2Ready": "live ready",
-    "V2ModelReady": "name ready",
-    "Tensor": "name datatype shape",
-    "V2ModelMetadata": "name versions platform inputs:[Tensor] outputs:[Tensor]",
-    "OutputTensor": "name datatype shape data? parameters?",
-    "V2InferResponse": "model_name model_version id? outputs:[OutputTensor] parameters?",
-}
 ERROR_TEXT = {
     400: "The request was refused; `error` says what was wrong and what is accepted.",
     401: "API_TOKEN is set and the request has no or a wrong `Authorization: Bearer` token.",
@@ -90,39 +36,6 @@ V2_ERRORS = {"infer": (400, 401, 404, 413, 415, 500, 503, 504), "get": (404, 503
 def ref(name):
     """A reference to a component schema."""
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def field_schema(spec):
-    """One field of ``OBJECTS``: ``name``, ``name:[Type]``, ``name:Type``, ``name:true``."""
-    name, _, kind = spec.rstrip("?").partition(":")
-    if kind in ("true", "false"):
-        return name, {"const": kind == "true"}
-    many = kind.startswith("[")
-    kind = kind.strip("[]")
-    item = ref(kind) if kind[:1].isupper() else FIELD_TYPES[kind or name]
-    return name, {"type": "array", "items": item} if many else item
-
-
-def objects():
-    """The response objects' schemas: every listed field, nothing else."""
-    out = {}
-    for name, specs in OBJECTS.items():
-        fields = [(spec, *field_schema(spec)) for spec in specs.split()]
-        out[name] = {
-            "type": "object",
-            "properties": {field: schema for _, field, schema in fields},
-            "required": [field for spec, field, _ in fields if not spec.endswith("?")],
-            "additionalProperties": False,
-        }
-    one = {"type": "array", "items": ref("HFCandidate")}
-    per_mask = {"type": "array", "items": one}
-    out["FillMaskResponse"] = {
-        "description": "One mask: a list of candidates; several masks: a list per mask; several "
-        "texts: one such answer per text (one text in a list answers as one text).",
-        "type": "array",
-        "items": {"anyOf": [ref("HFCandidate"), one, per_mask]},
-    }
-    return out
 
 
 def schemas(shapes):

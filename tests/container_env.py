@@ -164,8 +164,11 @@ class Podman:
                 except OSError:
                     pass  # not empty: someone else uses it too; leave it
         assert not self.mounts(), f"mounts left behind: {self.mounts()}"
-        running = helper_processes() - self.helpers_before
-        assert not running, f"podman's helpers left running: {running}"
+        from live import poll
+
+        # conmon exits a moment after its container is removed: wait for it, with a deadline.
+        left = lambda: helper_processes() - self.helpers_before  # noqa: E731
+        poll(lambda: not left(), 10, lambda: f"podman's helpers left running: {left()}")
         assert not self.root.exists(), f"{self.root} left behind"
 
     def mounts(self):

@@ -5,12 +5,38 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def poll(until, timeout, what, interval=0.05):
+    """Call ``until()`` until it returns something truthy (returned), at most ``timeout`` s.
+
+    The one polling loop of the live tests: each wait has a deadline and says what it waited
+    for when it runs out (AssertionError with ``what``, a string or a callable for details).
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        found = until()
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            raise AssertionError(what() if callable(what) else what)
+        pause.wait(interval)  # nothing to wake on: the state is outside this process
+
+
+def answers_ready(url):
+    """True once ``url``'s /v2/health/ready answers 200 (False while it cannot be reached)."""
+    try:
+        return requests.get(url + "/v2/health/ready", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def free_port():

@@ -22,7 +22,7 @@ import requests
 
 pytest.register_assert_rewrite("container_env")  # also a plugin: its fixture is the session's
 from container_env import IMAGE_TAG, record  # noqa: E402
-from live import free_port  # noqa: E402
+from live import answers_ready, free_port, poll  # noqa: E402
 from reference import assert_top_k, mask_log_probs, offerable  # noqa: E402
 
 pytest_plugins = ["container_env"]
@@ -57,16 +57,14 @@ class Container:
         """Start detached and wait for /v2/health/ready; seconds from ``run`` to ready."""
         started = time.monotonic()
         self.podman(*self.args, "-d", IMAGE_TAG)
-        while time.monotonic() < started + timeout:
+
+        def ready():
             if self.state() != "running":
                 raise AssertionError(f"container {self.state()}:\n{self.logs()}")
-            try:
-                if requests.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("not ready:\n" + self.logs())
+            return answers_ready(self.url)
+
+        poll(ready, timeout, lambda: "not ready:\n" + self.logs())
+        return time.monotonic() - started
 
     def state(self):
         return self.podman("inspect", "--format", "{{.State.Status}}", self.name).stdout.strip()
@@ -193,10 +191,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
         box.start()
         slow = SlowRequest(box.port, TEXT)
         podman("kill", "--signal", "TERM", box.name)  # what podman/docker stop and kubelet send
-        deadline = time.monotonic() + 30
-        while "draining" not in box.logs():  # the worker has the signal, the request is open
-            assert time.monotonic() < deadline, box.logs()
-            time.sleep(0.05)
+        # The worker has the signal while the request is still open.
+        poll(lambda: "draining" in box.logs(), 30, box.logs)
         status, body = slow.finish()
         assert status == 200 and body["success"] is True, body
         row = mask_log_probs(tiny_torch, tiny_tokenizer, TEXT)[0]

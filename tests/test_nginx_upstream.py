@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from live import ROOT, GunicornServer, free_port
+from live import ROOT, GunicornServer, free_port, poll
 
 pytestmark = pytest.mark.live
 
@@ -57,14 +57,19 @@ class Nginx:
 
     def __enter__(self):
         self.proc = subprocess.Popen(self.command, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def listening():
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError("nginx did not listen: " + self.proc.stderr.read1().decode())
+                return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+        try:
+            poll(listening, 15, "nginx did not listen")
+        except AssertionError:
+            self.proc.kill()
+            raise RuntimeError(
+                "nginx did not listen: " + self.proc.stderr.read1().decode()
+            ) from None
+        return self
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -107,9 +112,8 @@ def test_nginx_closes_idle_upstream_connections_before_gunicorn_does(tiny_model_
             for ends, state in tcp_states(server.port).items()
             if state == ESTABLISHED and ends[1] == server.port and ends not in before
         ]
-        deadline = answered + keepalive + 10
-        while tcp_states(server.port).get(link) == ESTABLISHED and time.monotonic() < deadline:
-            time.sleep(0.05)
+        left = answered + keepalive + 10 - time.monotonic()
+        poll(lambda: tcp_states(server.port).get(link) != ESTABLISHED, left, "still established")
         closed_after = time.monotonic() - answered
         states = tcp_states(server.port)
         nginx_side, gunicorn_side = states.get(link), states.get(link[::-1])

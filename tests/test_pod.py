@@ -13,7 +13,6 @@ import copy
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import yaml
 
 pytest.register_assert_rewrite("container_env")  # also a plugin: its fixture is the session's
 from container_env import IMAGE_TAG  # noqa: E402
-from live import free_port  # noqa: E402
+from live import answers_ready, free_port, poll  # noqa: E402
 from reference import assert_top_k, mask_log_probs, offerable  # noqa: E402
 
 pytest_plugins = ["container_env"]
@@ -102,15 +101,12 @@ def pod(podman, tiny_model_dir, tmp_path):
 
 def wait_ready(podman, name, url, timeout=120):
     """Poll the readiness path until 200 (podman runs no probes itself)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("pod not ready:\n" + podman("logs", name, check=False).stderr)
+    poll(
+        lambda: answers_ready(url),
+        timeout,
+        lambda: "pod not ready:\n" + podman("logs", name, check=False).stderr,
+        interval=0.1,
+    )
 
 
 def test_only_image_replicas_hostpath_and_loopback_port_are_changed(tmp_path):

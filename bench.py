@@ -96,6 +96,12 @@ def get_args(argv=None):
         help="the service-cost part's in-process side: FillService.fill (default) or "
         "Predictor.predict alone",
     )
+    parser.add_argument(
+        "--service-against",
+        default="eb3ff83",
+        help="the service-cost part also serves this git revision beside the current code, in "
+        "the same repetitions (default eb3ff83: the code before issue 18); '' for none",
+    )
     return parser.parse_args(argv)
 
 
@@ -174,6 +180,7 @@ def main(argv=None):
             args.threads,
             reps=15 if args.quick else 40,
             use=args.in_process,
+            against=args.service_against or None,
         )
     if "memory" not in skip:
         print("[+] shared weights: summed PSS of 1, 2, 4 workers, cold start ...", flush=True)

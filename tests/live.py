@@ -49,8 +49,9 @@ def free_port():
 class GunicornServer:
     """``with GunicornServer(model_dir, WORKERS="2") as server: server.url``"""
 
-    def __init__(self, model_dir, startup_timeout=60, config=None, **env):
-        self.config = config or ROOT / "gunicorn.conf.py"  # another -c file, for tests
+    def __init__(self, model_dir, startup_timeout=60, config=None, root=ROOT, **env):
+        self.root = Path(root)  # another checkout of the project (the benchmark's baseline)
+        self.config = config or self.root / "gunicorn.conf.py"  # another -c file, for tests
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(
@@ -77,7 +78,7 @@ class GunicornServer:
         self.log_path = self.log.name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(self.config), "app:app"],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

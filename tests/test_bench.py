@@ -439,6 +439,10 @@ def test_service_cost_is_the_median_of_paired_differences():
     row = service_cost._summary({"http": [10.0, 20.0, 30.0], "inproc": [8.0, 19.0, 25.0]})
     # differences 2, 1, 5 -> 2 (the difference of the medians would be 20 - 19 = 1)
     assert row["service_cost_ms"] == 2.0 and row["http_p50_ms"] == 20.0
+    # The baseline revision's server in the same pairs: its own medians, same in-process side.
+    samples = {"http": [10.0], "inproc": [8.0, 19.0, 25.0], "baseline": [11.0, 19.5, 27.0]}
+    row = service_cost._summary({**samples, "http": [10.0, 20.0, 30.0]})
+    assert row["baseline_http_p50_ms"] == 19.5 and row["baseline_service_cost_ms"] == 2.0
 
 
 def test_service_cost_through_a_real_gunicorn(tiny_model_dir):

@@ -5,15 +5,28 @@ in-process side) and, in this process, the same work without HTTP: ``FillService
 ``FillRequest`` the native protocol parses. Every repetition sends a text over HTTP and runs it
 in process, back to back, the order alternating; the cost is the median of those per-pair
 differences. Also timed alone: request validation (body → ``FillRequest``), in µs.
+
+``against``: a git revision of this project (say the commit before issue 18, eb3ff83) served
+beside the current code, from its own worktree, in the same interleaved repetitions: its HTTP
+round trip and its cost against the same in-process side. Whether the cost grew is then read
+from one run on one machine, not from figures taken on another day (this machine's speed varies
+by tens of percent between hours).
+
+    python -m fillmask.bench.service_cost MODEL_DIR --against eb3ff83
 """
 
+import argparse
+import json
 import logging
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import requests
 
-from .http_load import gunicorn_server, load_texts
+from .http_load import ROOT, gunicorn_server, load_texts
 from .latency import bench_text
 
 logger = logging.getLogger(__name__)
@@ -62,25 +75,28 @@ class InProcess:
         return self.service.fill(self.shapes.predict(body))
 
 
-def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5, use="fill"):
+def measure(
+    model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5, use="fill", against=None
+):
     """Per precision and token count: HTTP p50, in-process p50, and their paired difference.
 
     ``use``: "fill" (``FillService.fill``) or "predict" (``Predictor.predict`` alone).
+    ``against``: a git revision served beside this code (``baseline_*`` figures).
     """
-    servers, sides, sessions = {}, {}, {}
+    servers, sides, sessions, baselines = {}, {}, {}, {}
+    worktree = _worktree(against) if against else None
     try:
         for precision in precisions:
-            servers[precision] = gunicorn_server(
-                model_dir,
-                WORKERS="1",
-                BATCHING="0",
-                MODEL_PRECISION=precision,
-                ORT_THREADS=str(threads),
-            ).start()
+            env = dict(WORKERS="1", BATCHING="0", MODEL_PRECISION=precision)
+            env["ORT_THREADS"] = str(threads)
+            servers[precision] = gunicorn_server(model_dir, **env).start()
+            if worktree:
+                baselines[precision] = gunicorn_server(model_dir, root=worktree, **env).start()
             sides[precision] = InProcess(model_dir, precision, threads, use)
             sessions[precision] = requests.Session()
         texts = {t: load_texts(bench_text(t)) for t in tokens}
-        times = {p: {t: {"http": [], "inproc": []} for t in tokens} for p in precisions}
+        names = ["http", "inproc", "baseline"] if worktree else ["http", "inproc"]
+        times = {p: {t: {n: [] for n in names} for t in tokens} for p in precisions}
         for rep in range(warmup + reps):
             for t in tokens:
                 body = {"text": texts[t][rep % len(texts[t])]}
@@ -88,8 +104,10 @@ def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5, 
                     pair = _pair(
                         servers[precision].url, sessions[precision], sides[precision], body
                     )
-                    if rep % 2:  # alternate which side runs first
-                        pair = pair[::-1]
+                    if worktree:
+                        pair += _pair(baselines[precision].url, sessions[precision], None, body)
+                        pair[-1] = ("baseline", pair[-1][1])
+                    pair = pair[rep % len(pair) :] + pair[: rep % len(pair)]  # each first in turn
                     for side, run in pair:
                         time.sleep(0.01)  # let the other side's threads go idle
                         start = time.perf_counter()
@@ -99,36 +117,57 @@ def measure(model_dir, precisions, threads, tokens=(16, 64), reps=40, warmup=5, 
         validation = _validation_us(next(iter(sides.values())), texts[tokens[0]])
         what = next(iter(sides.values())).what
     finally:
-        for server in servers.values():
+        for server in [*servers.values(), *baselines.values()]:
             server.stop()
-    return {
+        if worktree:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", worktree])
+    out = {
         "per_request": {p: {t: _summary(times[p][t]) for t in tokens} for p in precisions},
         "validation_us": validation,
         "in_process": what,
         "config": f"WORKERS=1, BATCHING=0, CACHE_SIZE=0, ORT_THREADS={threads}",
         "reps": reps,
     }
+    if against:
+        out["against"] = against
+    return out
+
+
+def _worktree(revision):
+    """A detached worktree of this repository at ``revision`` (removed after the run)."""
+    path = tempfile.mkdtemp(prefix="fillmask-baseline-")
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", path, revision],
+        check=True,
+        capture_output=True,
+    )
+    return path
 
 
 def _pair(url, session, side, body):
-    """The two runs of one repetition, as (name, callable)."""
+    """The runs of one repetition, as (name, callable): HTTP, then in process (if ``side``)."""
 
     def http():
         response = session.post(f"{url}/predict", json=body, timeout=30)
         response.raise_for_status()
 
-    return [("http", http), ("inproc", lambda: side.call(body))]
+    return [("http", http)] + ([("inproc", lambda: side.call(body))] if side else [])
 
 
 def _summary(samples):
-    """Medians of each side and of the per-pair difference, in ms."""
+    """Medians of each side and of the per-pair difference, in ms (also the baseline's)."""
     http, inproc = np.asarray(samples["http"]), np.asarray(samples["inproc"])
-    return {
+    out = {
         "http_p50_ms": round(float(np.median(http)), 2),
         "in_process_p50_ms": round(float(np.median(inproc)), 2),
         "service_cost_ms": round(float(np.median(http - inproc)), 2),
         "n": int(http.size),
     }
+    if samples.get("baseline"):
+        base = np.asarray(samples["baseline"])
+        out["baseline_http_p50_ms"] = round(float(np.median(base)), 2)
+        out["baseline_service_cost_ms"] = round(float(np.median(base - inproc)), 2)
+    return out
 
 
 def _validation_us(side, texts, reps=2000):
@@ -155,12 +194,19 @@ def markdown(cost):
         "service's cost (median of HTTP − in process, pair by pair) |",
         "|---|---|---|---|---|",
     ]
+    if cost.get("against"):
+        lines[-2] += f" {cost['against']}: HTTP p50 | {cost['against']}: cost |"
+        lines[-1] += "---|---|"
     for precision, per in cost["per_request"].items():
         for tokens, row in per.items():
             lines.append(
                 f"| {precision} | {tokens} | {row['http_p50_ms']} ms | "
                 f"{row['in_process_p50_ms']} ms | {row['service_cost_ms']} ms |"
             )
+            if "baseline_http_p50_ms" in row:
+                lines[-1] += (
+                    f" {row['baseline_http_p50_ms']} ms | {row['baseline_service_cost_ms']} ms |"
+                )
     if cost.get("validation_us"):
         v = cost["validation_us"]
         lines += [
@@ -169,3 +215,23 @@ def markdown(cost):
             f"{v['p50_us']} µs per request (median of {v['n']}).",
         ]
     return lines
+
+
+def main(argv=None):
+    """``python -m fillmask.bench.service_cost MODEL_DIR [--against REV]``: print the table."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--against", help="a git revision served beside this code")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    precisions = ["fp32"] + (["int8"] if (args.model_dir / "model.int8.onnx").is_file() else [])
+    cost = measure(args.model_dir, precisions, args.threads, reps=args.reps, against=args.against)
+    if args.json:
+        args.json.write_text(json.dumps(cost, indent=1) + "\n")
+    print("\n".join(markdown(cost)))
+
+
+if __name__ == "__main__":
+    main()

@@ -82,7 +82,8 @@ def targets(results):
         out.append(
             check(
                 "service's own cost, fp32, 16 tokens, not above "
-                f"{results['service_cost']['against']}'s in the same run (+0.3 ms: the run-to-run noise of a median of 40)",
+                f"{results['service_cost']['against']}'s in the same run (+0.3 ms: the "
+                "run-to-run noise of a median of 40)",
                 cell["service_cost_ms"],
                 "<=",
                 round(cell["baseline_service_cost_ms"] + 0.3, 2),

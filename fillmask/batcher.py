@@ -57,11 +57,13 @@ class MicroBatcher:
         self._last_size = 1
         self._queue = queue.Queue()
         self._carry = None
-        self._thread = None
-        self._lock = threading.Lock()
         self.batches = 0  # session runs made, for tests and the benchmark
         self.items = 0
         self.dropped = 0  # jobs given up by their request before they ran
+        # Built in the worker process (``create_app`` runs after Gunicorn's fork), so its thread
+        # is the worker's own.
+        self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
+        self._thread.start()
 
     def submit(self, items):
         """Run ``items`` (a list) in the next batch; return their rows or raise their error.
@@ -69,7 +71,6 @@ class MicroBatcher:
         Waits at most until the request's deadline (else ``timeout``), then raises the 504
         ``DeadlineExceeded``; the job is then dropped if it has not started.
         """
-        self._ensure_thread()
         until = deadline.at()
         if until is None and self.timeout is not None:
             until = time.monotonic() + self.timeout
@@ -83,16 +84,6 @@ class MicroBatcher:
         if job.error is not None:
             raise job.error
         return job.result
-
-    def _ensure_thread(self):
-        # Started on first use, so it lives in the worker process (after Gunicorn's fork).
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._loop, name="micro-batcher", daemon=True
-                    )
-                    self._thread.start()
 
     def _next(self, until=None):
         """The next job its request still waits for, by ``until`` (monotonic; None: block).

@@ -6,7 +6,6 @@ which gets its JSON 504. Runs go on side by side (onnxruntime sessions are threa
 as requests are in flight, up to ``threads``.
 """
 
-import threading
 from concurrent import futures
 
 from . import deadline
@@ -20,24 +19,16 @@ class UnbatchedRunner:
         self.threads = max(1, int(threads))
         # The longest a caller outside a request (no deadline) waits; None: no limit.
         self.timeout = timeout
-        self._pool = None
-        self._lock = threading.Lock()
+        # Its threads start with the first runs, in the worker process (after Gunicorn's fork).
+        self._pool = futures.ThreadPoolExecutor(self.threads, "model-run")
 
     def submit(self, items):
         """The rows of ``items``, or the 504 ``DeadlineExceeded`` when they take too long."""
         deadline.check()
-        future = self._executor().submit(self._run, list(items))
+        future = self._pool.submit(self._run, list(items))
         left = deadline.remaining()
         try:
             return future.result(timeout=self.timeout if left is None else max(0.0, left))
         except futures.TimeoutError:
             future.cancel()  # not started yet: dropped, never run
             raise deadline.DeadlineExceeded(deadline.seconds() or self.timeout) from None
-
-    def _executor(self):
-        # Created on first use, so its threads live in the worker process (after the fork).
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = futures.ThreadPoolExecutor(self.threads, "model-run")
-        return self._pool

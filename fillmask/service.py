@@ -97,14 +97,9 @@ class FillService:
             predictor.run([predictor.prepare("[MASK]")])
             self.models[predictor.name] = predictor
             metrics.MODEL_INFO.labels(predictor.name, predictor.precision).set(1)
-            logger.info(
-                "model %s (%s) loaded from %s, %d ORT thread(s), batching %s",
-                predictor.name,
-                predictor.precision,
-                directory,
-                cfg.ort_threads,
-                "on" if cfg.batching else "off",
-            )
+            on = "on" if cfg.batching else "off"
+            args = predictor.name, predictor.precision, directory, cfg.ort_threads, on
+            logger.info("model %s (%s) loaded from %s, %d ORT thread(s), batching %s", *args)
         return self
 
     def runner(self, predictor, watch):
@@ -135,29 +130,18 @@ class FillService:
         """The predictor serving ``name`` (None: the default), or the 503 / 404 saying why not."""
         if self.error is not None:
             raise ModelNotReady(self.error, code="model_unavailable")
-        if name is None:
-            name = next(iter(self.models), None)
-            if name is None:
-                raise (
-                    ModelNotReady(
-                        "the model failed to load; see the server log", code="model_unavailable"
-                    )
-                    if self.failed
-                    else ModelNotReady()
-                )
-        if name in self.models:
-            return self.models[name]
-        if name in self.failed:
-            raise ModelNotReady(
-                f"the model {name!r} failed to load; see the server log", code="model_unavailable"
-            )
+        if name in self.models or (name is None and self.models):
+            return self.models[name] if name is not None else self.predictor
+        if name is None and not self.failed:
+            raise ModelNotReady()  # still loading
         served = ", ".join(map(repr, self.models)) or "none yet"
-        if self.failed:  # it may be the one that failed: its name is unknown without it
-            raise ModelNotReady(
-                f"the model {name!r} is not loaded (served: {served}); see the server log",
-                code="model_unavailable",
-            )
-        raise FillMaskError(f"unknown model {name!r}; served: {served}", code="unknown_model")
+        if name is not None and not self.failed:
+            raise FillMaskError(f"unknown model {name!r}; served: {served}", code="unknown_model")
+        # With a failed model, an unknown name may be the one that failed: its name is unknown.
+        the = "the model" if name is None else f"the model {name!r}"
+        known = name is None or name in self.failed
+        why = "failed to load" if known else f"is not loaded (served: {served})"
+        raise ModelNotReady(f"{the} {why}; see the server log", code="model_unavailable")
 
     # -- one request --------------------------------------------------------------------------
     def answer(self, request, shape, *extra):

@@ -188,3 +188,39 @@ def test_gunicorn_refuses_two_directories_of_one_name(tiny_model_dir, tmp_path):
     errors = [line for line in run.stderr.splitlines() if "[ERROR]" in line]
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert len(errors) == 1 and "two directories" in errors[0]
+
+
+def test_readiness_says_why_a_model_cannot_answer():
+    """Every branch of ``FillService.ready``: which status and code, and what the message says."""
+    from fillmask.errors import FillMaskError
+    from fillmask.service import FillService
+
+    service = FillService(make_config("unused"))
+    served = object()
+
+    def refusal(name=None):
+        with pytest.raises(FillMaskError) as caught:
+            service.ready(name)
+        return caught.value.status, caught.value.code, caught.value.message
+
+    assert refusal() == (503, "model_not_ready", "the model is not loaded yet; try again shortly")
+    assert refusal("a")[:2] == (404, "unknown_model")
+    service.failed["broken"] = "no manifest"
+    assert refusal() == (503, "model_unavailable", "the model failed to load; see the server log")
+    assert refusal("broken") == (
+        503,
+        "model_unavailable",
+        "the model 'broken' failed to load; see the server log",
+    )
+    service.models["ok"] = served
+    assert service.ready() is served and service.ready("ok") is served
+    # With a failed model an unknown name may be that one (its name is known only once loaded).
+    assert refusal("other") == (
+        503,
+        "model_unavailable",
+        "the model 'other' is not loaded (served: 'ok'); see the server log",
+    )
+    service.failed.clear()
+    assert refusal("other") == (404, "unknown_model", "unknown model 'other'; served: 'ok'")
+    service.error = "a model run hung; this worker is being replaced"
+    assert refusal("ok") == (503, "model_unavailable", service.error)

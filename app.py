@@ -45,21 +45,11 @@ def create_app(config=None, strict=True):
     app.register_blueprint(v2.bp)
     metrics.init_app(app, config)  # before security: its timer must start before any refusal
     security.init_app(app, config)
-    register_deadline(app, config)
+    # Every request gets REQUEST_TIMEOUT seconds (``fillmask.deadline``): then a JSON 504.
+    app.before_request(lambda: deadline.start(config.request_timeout))
+    app.teardown_request(lambda _exc: deadline.clear())
     register_error_handlers(app)
     return app
-
-
-def register_deadline(app, config):
-    """Give every request ``REQUEST_TIMEOUT`` seconds (``fillmask.deadline``): then a JSON 504."""
-
-    @app.before_request
-    def start_clock():
-        deadline.start(config.request_timeout)
-
-    @app.teardown_request
-    def stop_clock(_exc):
-        deadline.clear()
 
 
 def stop_hung_worker(service):

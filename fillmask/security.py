@@ -99,24 +99,17 @@ def preflight(origins):
 def check_token(token):
     """None when the request carries ``Authorization: Bearer <token>``, else a 401."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and given.strip():
-        # Constant-time comparison: response times must not reveal how much of it matched.
-        if hmac.compare_digest(header_bytes(given.strip()), token):
-            return None
-        response = error(
-            "the API token is wrong; send the server's API_TOKEN as "
-            "'Authorization: Bearer <token>'",
-            "unauthorized",
-            401,
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="fillmask", error="invalid_token"'
-        return response
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    # Constant-time comparison: response times must not reveal how much of it matched.
+    if given and hmac.compare_digest(header_bytes(given), token):
+        return None
+    wrong = "the API token is wrong; send the server's API_TOKEN as"
+    missing = "this server requires an API token: send the header"
     response = error(
-        "this server requires an API token: send the header 'Authorization: Bearer <token>'",
-        "unauthorized",
-        401,
+        f"{wrong if given else missing} 'Authorization: Bearer <token>'", "unauthorized", 401
     )
-    response.headers["WWW-Authenticate"] = 'Bearer realm="fillmask"'
+    challenge = ', error="invalid_token"' if given else ""
+    response.headers["WWW-Authenticate"] = 'Bearer realm="fillmask"' + challenge
     return response
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from flask import Blueprint, current_app, g, request
+from flask import g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -28,8 +28,6 @@ from . import security
 from .metrics_setup import ENV, access_mode
 
 logger = logging.getLogger(__name__)
-
-bp = Blueprint("metrics", __name__)
 
 REQUESTS = Counter(
     "fillmask_requests_total",
@@ -91,13 +89,22 @@ def init_app(app, config):
     mode = access_mode(config)
     if mode == "off":
         return
-    app.extensions["metrics"] = {
-        "token": config.api_token.encode("utf-8") if mode == "token" else None,
-        "dir": os.environ.get(ENV),  # read once here, not per scrape
-    }
+    token = config.api_token.encode("utf-8") if mode == "token" else None
+    path = os.environ.get(ENV)  # read once here, not per scrape
     app.before_request(start_timer)
     app.after_request(record_request)
-    app.register_blueprint(bp)
+
+    @app.get("/metrics")
+    def metrics():
+        """The Prometheus text format, summed over all workers under Gunicorn."""
+        refused = security.check_token(token) if token is not None else None
+        if refused is not None:
+            return refused
+        registry = REGISTRY
+        if path:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=path)
+        return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
 def start_timer():
@@ -112,19 +119,3 @@ def record_request(response):
     if started is not None:
         REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
     return response
-
-
-@bp.get("/metrics")
-def metrics():
-    """The Prometheus text format, summed over all workers under Gunicorn."""
-    settings = current_app.extensions["metrics"]
-    if settings["token"] is not None:
-        refused = security.check_token(settings["token"])
-        if refused is not None:
-            return refused
-    if settings["dir"]:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=settings["dir"])
-    else:
-        registry = REGISTRY
-    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}

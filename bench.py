@@ -94,7 +94,7 @@ def get_args(argv=None):
         choices=("fill", "predict"),
         default="fill",
         help="the service-cost part's in-process side: FillService.fill (default) or "
-        "Predictor.predict alone",
+        "the Predictor alone",
     )
     parser.add_argument(
         "--service-against",

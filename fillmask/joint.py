@@ -83,7 +83,7 @@ def decode(predictor, prepared, top_k, beam, hanzi_only=False):
             if last:
                 search.words = _words(predictor, search, expanded, top_k)
             else:
-                search.states = _prune(expanded, beam)
+                search.states = prune(expanded, beam)
     logger.debug("joint: %d blanks decoded with %d model rows", len(flat), rows_run)
     return [
         [Blank(index=i, masks=s.masks, words=s.words) for i, s in enumerate(per_text)]
@@ -107,14 +107,18 @@ def _expand(bias, search, log_p, fills, rows, width):
     return [(log_p + float(row[t]), {**fills, position: int(t)}) for t in top]
 
 
-def _prune(states, beam):
-    """The ``beam`` best distinct states (two orders of filling can reach the same state)."""
+def prune(states, keep):
+    """The ``keep`` best distinct states (two orders of filling can reach the same state).
+
+    A state is a tuple (log prob, {position: token id}, ...), ranked by its log prob and told
+    apart by its fills; the idioms' search (``fillmask.idioms``) keeps its fills' rows in it too.
+    """
     best = {}
-    for log_p, fills in states:
-        key = frozenset(fills.items())
-        if key not in best or log_p > best[key][0]:
-            best[key] = (log_p, fills)
-    return sorted(best.values(), key=lambda s: -s[0])[:beam]
+    for state in states:
+        key = frozenset(state[1].items())
+        if key not in best or state[0] > best[key][0]:
+            best[key] = state
+    return sorted(best.values(), key=lambda s: -s[0])[:keep]
 
 
 def _words(predictor, search, states, top_k):

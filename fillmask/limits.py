@@ -20,7 +20,7 @@ import json
 import re
 
 from .errors import FillMaskError
-from .text import find_masks
+from .text import adjacent_runs, find_masks
 
 ESCAPED = re.compile(r'[\x00-\x1f"\\]')  # what JSON writes as an escape sequence
 RECORD_BYTES = 128  # keys, score (up to 23 characters), probability, token_id, separators
@@ -44,17 +44,6 @@ def token_bytes(words, excluded):
     return max(plain, escaped)
 
 
-def blank_sizes(spans):
-    """Lengths of the runs of directly adjacent masks (joint decoding's blanks)."""
-    sizes = []
-    for index, (start, _) in enumerate(spans):
-        if sizes and spans[index - 1][1] == start:
-            sizes[-1] += 1
-        else:
-            sizes.append(1)
-    return sizes
-
-
 def answer_bytes(req, max_masks, token, idiom=0):
     """Upper bound of the /predict answer's bytes for ``req`` (a ``requests.FillRequest``).
 
@@ -63,15 +52,16 @@ def answer_bytes(req, max_masks, token, idiom=0):
     k = min(req.top_k, len(req.targets)) if req.targets else req.top_k
     total = BODY_BYTES
     for text in req.texts:
-        spans = find_masks(text, req.blank)[
-            :max_masks
-        ]  # more masks are refused before any model run
+        # More than max_masks masks are refused before any model run.
+        spans = find_masks(text, req.blank)[:max_masks]
         record = RECORD_BYTES + json_bytes(text)
         total += TEXT_BYTES + len(spans) * MASK_BYTES
         total += (len(spans) + 1) * k * (record + 2 * token) if spans else 0
         if req.joint:
+            # Joint decoding's blanks: the runs of directly adjacent masks.
             total += sum(
-                MASK_BYTES + req.top_k * (record + 2 * n * token) for n in blank_sizes(spans)
+                MASK_BYTES + req.top_k * (record + 2 * len(run) * token)
+                for run in adjacent_runs(spans)
             )
         total += sum(record + 2 * json_bytes(word) for word in req.candidates)
         total += req.top_k * (record + 2 * idiom) if req.idioms else 0

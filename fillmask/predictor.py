@@ -6,7 +6,6 @@ bias, session options) is computed at load; per request there is tokenisation, o
 """
 
 import logging
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,6 @@ from .text import TextPreparer, is_hanzi
 
 logger = logging.getLogger(__name__)
 
-UNUSED = re.compile(r"^\[unused\d+\]$")
 # bert-base-chinese's ids 104 and 105: placeholders from pre-training, never real text.
 PLACEHOLDERS = {"<S>", "<T>"}
 
@@ -37,17 +35,18 @@ class Candidate:
 
 def excluded_ids(words):
     """Bool array: ids never offered as candidates (special, [unusedN], <S>/<T>, ## pieces)."""
-    excluded = np.zeros(len(words), dtype=bool)
-    for i, word in enumerate(words):
-        if (
-            (word.startswith("[") and word.endswith("]"))
-            or UNUSED.match(word)
-            or word.startswith("##")
-            or word in PLACEHOLDERS
-            or not word.strip()
-        ):
-            excluded[i] = True
-    return excluded
+    # "[...]" covers the special tokens and [unusedN] alike; an empty or blank word is a hole.
+    return np.array([never_offered(word) for word in words], dtype=bool)
+
+
+def never_offered(word):
+    """Whether one vocabulary word is never offered (see ``excluded_ids``)."""
+    return (
+        (word.startswith("[") and word.endswith("]"))
+        or word.startswith("##")
+        or word in PLACEHOLDERS
+        or not word.strip()
+    )
 
 
 def hanzi_ids(words):
@@ -55,9 +54,10 @@ def hanzi_ids(words):
     return np.array([bool(w) and all(is_hanzi(ch) for ch in w) for w in words], dtype=bool)
 
 
-class Predictor:
+class Predictor(TextPreparer):
     """Fill-mask inference for one exported model at one precision.
 
+    A ``TextPreparer`` on the model's tokenizer and limits (``prepare``), plus the session.
     ``runner(run)`` (the micro-batcher, or an unbatched runner) is given when the predictor is
     built and wraps its one hot call; every model run goes through ``log_probs``.
     """
@@ -91,7 +91,6 @@ class Predictor:
             raise ModelFilesError(
                 f"MAX_LENGTH={max_length} is out of range: 3..{limit} for {self.name}"
             )
-        self.max_length = max_length
         try:
             self.session = create_session(
                 files.onnx_path, threads, shared=shared, cache_dir=cache_dir, verify=verify
@@ -108,11 +107,10 @@ class Predictor:
         tokenizer.no_padding()
         tokenizer.no_truncation()
         special = manifest["special_tokens"]
-        self.mask_id = special["mask"]
         self.pad_id = special.get("pad", 0)
-        self.preparer = TextPreparer(
+        super().__init__(
             tokenizer,
-            mask_token_id=self.mask_id,
+            mask_token_id=special["mask"],
             cls_token_id=special["cls"],
             sep_token_id=special["sep"],
             max_length=max_length,
@@ -135,11 +133,7 @@ class Predictor:
         """The row bias of offerable tokens: all of them, or the ideographs only."""
         return self.hanzi_bias if hanzi_only else self.exclusion_bias
 
-    # -- stage 1: text -> windows -------------------------------------------------------------
-    def prepare(self, text, field="text", blank=None):
-        """Validate and tokenise one text (see ``TextPreparer.prepare``)."""
-        return self.preparer.prepare(text, field=field, blank=blank)
-
+    # -- stage 1: text -> windows: ``prepare`` (TextPreparer's) ------------------------------
     def token_id(self, piece):
         """The id of ``piece`` as one offerable vocabulary token (lower-cased), or None."""
         key = piece.strip().lower() if isinstance(piece, str) else None
@@ -168,19 +162,15 @@ class Predictor:
     # -- stage 2: the hot path ----------------------------------------------------------------
     def run(self, prepared):
         """One padded ``session.run`` for a list of ``Prepared``; one [masks, vocab] per text."""
-        longest = max(len(p.input_ids) for p in prepared)
-        input_ids = np.full((len(prepared), longest), self.pad_id, dtype=np.int64)
-        attention = np.zeros((len(prepared), longest), dtype=np.int64)
+        lengths = np.array([len(p.input_ids) for p in prepared])
+        attention = (np.arange(lengths.max()) < lengths[:, None]).astype(np.int64)
+        input_ids = np.full(attention.shape, self.pad_id, dtype=np.int64)
         for row, item in enumerate(prepared):
             input_ids[row, : len(item.input_ids)] = item.input_ids
-            attention[row, : len(item.input_ids)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": attention}
         (rows,) = self.session.run(None, {k: feeds[k] for k in self.input_names})
-        out, start = [], 0
-        for item in prepared:
-            out.append(rows[start : start + item.num_masks])
-            start += item.num_masks
-        return out
+        # The model returns the masked rows only, all texts' in order: split them back per text.
+        return np.split(rows, np.cumsum([p.num_masks for p in prepared])[:-1])
 
     def log_probs(self, prepared):
         """Rows of every window, through the runner, at most BATCH_MAX windows per run."""
@@ -201,7 +191,7 @@ class Predictor:
                 order = ids[np.argsort(-row[ids], kind="stable")][:top_k]
             else:
                 scored = row + bias
-                top = np.argpartition(-scored, top_k - 1)[:top_k]
+                top = np.argpartition(scored, -top_k)[-top_k:]  # no negated copy of the row
                 order = top[np.argsort(-scored[top], kind="stable")]
                 order = order[np.isfinite(scored[order])]  # fewer ideographs than top_k
             result.append(
@@ -216,10 +206,3 @@ class Predictor:
                 ]
             )
         return result
-
-    def predict(self, texts, top_k=5, targets=None):
-        """Every mask of every text filled: per text, per mask, the candidates (bench, eval)."""
-        prepared = [self.prepare(t, f"texts[{i}]") for i, t in enumerate(texts)]
-        ids = self.target_ids(targets) if targets else None
-        rows = self.log_probs(prepared)
-        return [self.candidates(p, r, top_k, ids) for p, r in zip(prepared, rows, strict=True)]

@@ -46,13 +46,7 @@ class Prepared:
     @property
     def blanks(self):
         """Runs of directly adjacent masks ("[MASK][MASK]"), as tuples of mask indexes."""
-        runs = []
-        for index, (start, _) in enumerate(self.spans):
-            if runs and self.spans[index - 1][1] == start:
-                runs[-1].append(index)
-            else:
-                runs.append([index])
-        return tuple(tuple(run) for run in runs)
+        return adjacent_runs(self.spans)
 
     def with_tokens(self, fills):
         """A copy with the masks in ``fills`` (mask index → token id) replaced by those ids.
@@ -80,8 +74,22 @@ def find_masks(text, blank=None):
     return [m.span() for m in BLANK_PATTERNS.get(blank, MASK_PATTERN).finditer(text)]
 
 
+def adjacent_runs(spans):
+    """Runs of directly adjacent spans (one ends where the next starts), as index tuples."""
+    runs = []
+    for index, (start, _) in enumerate(spans):
+        if runs and spans[index - 1][1] == start:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return tuple(tuple(run) for run in runs)
+
+
 class TextPreparer:
-    """Tokenise texts into model windows; holds the tokenizer and the limits."""
+    """Tokenise texts into model windows; holds the tokenizer and the limits.
+
+    The exporter uses one alone (before any ONNX file exists); ``Predictor`` is one.
+    """
 
     def __init__(
         self, tokenizer, *, mask_token_id, cls_token_id, sep_token_id, max_length=64, max_masks=16
@@ -93,7 +101,7 @@ class TextPreparer:
         self.max_length = max_length
         self.max_masks = max_masks
 
-    def prepare(self, text, *, field="text", blank=None):
+    def prepare(self, text, field="text", blank=None):
         """Validate one text and return its ``Prepared`` window (``blank``: "□" masks too)."""
         if not isinstance(text, str):
             raise FillMaskError(f"{field} must be a string", code="invalid_type")
@@ -111,15 +119,11 @@ class TextPreparer:
                 f"{field} has {len(spans)} masks; at most {self.max_masks} are accepted",
                 code="too_many_masks",
             )
-        # Canonical spelling so the tokenizer's added-token matcher sees exactly "[MASK]";
-        # surrogates (invalid in UTF-8) become U+FFFD so the Rust tokenizer accepts the text.
-        pieces, last = [], 0
-        for start, end in spans:
-            pieces.append(replace_surrogates(text[last:start]))
-            pieces.append(MASK)
-            last = end
-        pieces.append(replace_surrogates(text[last:]))
-        ids = self.tokenizer.encode("".join(pieces), add_special_tokens=False).ids
+        # Canonical spelling so the tokenizer's added-token matcher sees exactly "[MASK]" (the
+        # same matches find_masks found); surrogates (invalid in UTF-8) become U+FFFD so the
+        # Rust tokenizer accepts the text.
+        canonical = replace_surrogates(BLANK_PATTERNS.get(blank, MASK_PATTERN).sub(MASK, text))
+        ids = self.tokenizer.encode(canonical, add_special_tokens=False).ids
         positions = [i for i, tok in enumerate(ids) if tok == self.mask_id]
         if len(positions) != len(spans):
             # A mask spelling glued into something the tokenizer read differently.

@@ -380,7 +380,7 @@ def apps(tiny_model_dir, tmp_path_factory):
     loading.extensions["fillmask"].failed.clear()  # as before the first load finished
     made["loading"] = loading
     odd = create_app(make_config(tiny_model_dir))
-    preparer = odd.extensions["fillmask"].predictor.preparer
+    preparer = odd.extensions["fillmask"].predictor  # a TextPreparer
     preparer.tokenizer = DroppingTokenizer(preparer.tokenizer, preparer.mask_id)
     made["odd_tokenizer"] = odd
     # A deadline already over when the request reaches the model: its JSON 504.

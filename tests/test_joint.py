@@ -127,8 +127,9 @@ def test_words_are_distinct_ranked_and_rebuild_the_text(predictor):
 
 def test_a_single_mask_blank_equals_the_per_mask_candidates(predictor):
     text = "今天天气真[MASK]啊"
-    (blanks,) = joint.decode(predictor, [predictor.prepare(text)], top_k=5, beam=BEAM)
-    ((per_mask,),) = predictor.predict([text], top_k=5)
+    item = predictor.prepare(text)
+    (blanks,) = joint.decode(predictor, [item], top_k=5, beam=BEAM)
+    (per_mask,) = predictor.candidates(item, predictor.log_probs([item])[0], top_k=5)
     assert [w.word for w in blanks[0].words] == [c.word for c in per_mask]
     assert [w.score for w in blanks[0].words] == pytest.approx(
         [c.score for c in per_mask], rel=1e-6

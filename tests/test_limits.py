@@ -79,7 +79,7 @@ def test_text_over_the_limit_is_refused_before_tokenising(app, client, monkeypat
         def encode(self, *args, **kwargs):
             raise AssertionError("tokenised a text over MAX_TEXT_CHARS")
 
-    preparer = app.extensions["fillmask"].predictor.preparer
+    preparer = app.extensions["fillmask"].predictor  # a TextPreparer
     text = "好" * (limit - 6) + "[MASK]"
     assert client.post(path, json=body(text)).status_code == 200  # exactly at the limit
     monkeypatch.setattr(preparer, "tokenizer", NoTokenizer())

@@ -28,6 +28,7 @@ import requests
 
 from .http_load import ROOT, gunicorn_server, load_texts
 from .latency import bench_text
+from .variants import predict
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class InProcess:
         except ImportError:  # before fillmask/service.py (or asked for): the predictor alone
             from fillmask.predictor import Predictor
 
-            self.what = "Predictor.predict (no request validation, no FillService)"
+            self.what = "the Predictor alone (no request validation, no FillService)"
             self.predictor = Predictor(
                 model_dir, precision=precision, max_length=self.config.max_length, threads=threads
             )
@@ -71,7 +72,7 @@ class InProcess:
     def call(self, body):
         """Validation and the model run, as the worker does them."""
         if self.shapes is None:
-            return self.predictor.predict([body["text"]], 5)
+            return predict(self.predictor, [body["text"]], 5)
         return self.service.fill(self.shapes.predict(body))
 
 
@@ -80,7 +81,8 @@ def measure(
 ):
     """Per precision and token count: HTTP p50, in-process p50, and their paired difference.
 
-    ``use``: "fill" (``FillService.fill``) or "predict" (``Predictor.predict`` alone).
+    ``use``: "fill" (``FillService.fill``) or "predict" (``variants.predict``: the predictor
+    alone).
     ``against``: a git revision served beside this code (``baseline_*`` figures).
     """
     servers, sides, sessions, baselines = {}, {}, {}, {}

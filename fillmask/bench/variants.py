@@ -16,6 +16,14 @@ LABELS = {
 }
 
 
+def predict(predictor, texts, top_k=5):
+    """Every mask of every text filled by ``predictor`` alone (no request validation, no
+    ``FillService``): per text, per mask, the ``Candidate`` list."""
+    prepared = [predictor.prepare(t, f"texts[{i}]") for i, t in enumerate(texts)]
+    rows = predictor.log_probs(prepared)
+    return [predictor.candidates(p, r, top_k) for p, r in zip(prepared, rows, strict=True)]
+
+
 class Ours:
     """This project's predictor (tokenise, one ``session.run``, top-k) at one precision."""
 
@@ -30,7 +38,7 @@ class Ours:
 
     def predict_mask(self, text, top_k=5):
         """Top-k (word, probability) for the first [MASK] of ``text``."""
-        first = self.predictor.predict([text], top_k)[0][0]
+        first = predict(self.predictor, [text], top_k)[0][0]
         return [(c.word, c.score) for c in first]
 
 

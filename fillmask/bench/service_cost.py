@@ -97,7 +97,7 @@ def measure(
             sides[precision] = InProcess(model_dir, precision, threads, use)
             sessions[precision] = requests.Session()
         texts = {t: load_texts(bench_text(t)) for t in tokens}
-        names = ["http", "inproc", "baseline"] if worktree else ["http", "inproc"]
+        names = ["http", "inproc", "floor"] + (["baseline"] if worktree else [])
         times = {p: {t: {n: [] for n in names} for t in tokens} for p in precisions}
         for rep in range(warmup + reps):
             for t in tokens:
@@ -105,6 +105,10 @@ def measure(
                 for precision in precisions:
                     pair = _pair(
                         servers[precision].url, sessions[precision], sides[precision], body
+                    )
+                    url, session = servers[precision].url, sessions[precision]
+                    pair.append(
+                        ("floor", lambda url=url, s=session: s.get(url + "/v2/health/live"))
                     )
                     if worktree:
                         pair += _pair(baselines[precision].url, sessions[precision], None, body)
@@ -165,6 +169,8 @@ def _summary(samples):
         "service_cost_ms": round(float(np.median(http - inproc)), 2),
         "n": int(http.size),
     }
+    if samples.get("floor"):  # the least a request costs: Gunicorn, Flask, its hooks, the client
+        out["floor_p50_ms"] = round(float(np.median(samples["floor"])), 2)
     if samples.get("baseline"):
         base = np.asarray(samples["baseline"])
         out["baseline_http_p50_ms"] = round(float(np.median(base)), 2)
@@ -193,8 +199,8 @@ def markdown(cost):
         f"{cost['in_process']}; {cost['reps']} interleaved pairs, the order alternating):",
         "",
         "| precision | tokens | HTTP round trip p50 | in process p50 | "
-        "service's cost (median of HTTP − in process, pair by pair) |",
-        "|---|---|---|---|---|",
+        "service's cost (median of HTTP − in process, pair by pair) | of which the floor |",
+        "|---|---|---|---|---|---|",
     ]
     if cost.get("against"):
         lines[-2] += f" {cost['against']}: HTTP p50 | {cost['against']}: cost |"
@@ -203,12 +209,20 @@ def markdown(cost):
         for tokens, row in per.items():
             lines.append(
                 f"| {precision} | {tokens} | {row['http_p50_ms']} ms | "
-                f"{row['in_process_p50_ms']} ms | {row['service_cost_ms']} ms |"
+                f"{row['in_process_p50_ms']} ms | {row['service_cost_ms']} ms | "
+                f"{row.get('floor_p50_ms', '–')} ms |"
             )
             if "baseline_http_p50_ms" in row:
                 lines[-1] += (
                     f" {row['baseline_http_p50_ms']} ms | {row['baseline_service_cost_ms']} ms |"
                 )
+    lines += [
+        "",
+        "The floor: the round trip of `GET /v2/health/live` to the same worker in the same "
+        "repetitions (Gunicorn, Flask and its hooks, the socket and the client: what any request "
+        "costs); the rest of the service's cost is /predict's own reading, parsing, formatting "
+        "and sending.",
+    ]
     if cost.get("validation_us"):
         v = cost["validation_us"]
         lines += [

@@ -8,27 +8,18 @@ document lists the codes from it.
 
 ERROR_CODES = {
     400: (
-        "invalid_json",
-        "invalid_body",
-        "unknown_field",
-        "missing_text",
-        "invalid_type",
-        "empty_text",
-        "empty_batch",
-        "batch_too_large",
-        "text_too_long",
-        "response_too_large",
-        "conflicting_fields",
-        "no_mask",
-        "too_many_masks",
-        "invalid_mask",
-        "masks_too_far_apart",
-        "invalid_top_k",
-        "invalid_targets",
-        "invalid_target",
-        "invalid_blank",
-        "invalid_candidates",
-        "idioms_unavailable",
+        # the body, its fields and their types
+        ("invalid_json", "invalid_body", "unknown_field", "missing_text", "invalid_type")
+        # the texts, and how much work and answer they ask for
+        + ("empty_text", "empty_batch", "batch_too_large", "text_too_long", "response_too_large")
+        # fields that exclude each other
+        + ("conflicting_fields",)
+        # the masks
+        + ("no_mask", "too_many_masks", "invalid_mask", "masks_too_far_apart")
+        # top_k and targets
+        + ("invalid_top_k", "invalid_targets", "invalid_target")
+        # whole-word blanks, multiple choice, idioms
+        + ("invalid_blank", "invalid_candidates", "idioms_unavailable")
     ),
     401: ("unauthorized",),
     403: ("origin_not_allowed",),
@@ -46,16 +37,16 @@ STATUS_OF = {code: status for status, codes in ERROR_CODES.items() for code in c
 class FillMaskError(Exception):
     """A request the service refuses, with a message saying what is accepted.
 
-    The status follows from the code (``ERROR_CODES``) unless given.
+    The status follows from the code (``ERROR_CODES``).
     """
 
-    def __init__(self, message, *, code="invalid_body", status=None):
+    def __init__(self, message, *, code="invalid_body"):
         if code not in STATUS_OF:
             raise ValueError(f"undocumented error code {code!r}")
         super().__init__(message)
         self.message = message
         self.code = code
-        self.status = status or STATUS_OF[code]
+        self.status = STATUS_OF[code]
 
     def to_dict(self):
         """The JSON body clients receive."""

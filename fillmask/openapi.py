@@ -6,13 +6,15 @@ Responses: ``responses.objects()``, each object the list of its fields typed by 
 validate real responses against them. Error codes: ``errors.ERROR_CODES``.
 """
 
+import re
+
 from flask import Blueprint, current_app, jsonify
 from pydantic.json_schema import models_json_schema
 
 from . import v2
 from .errors import ERROR_CODES
 from .metrics_setup import access_mode
-from .responses import STRING, objects
+from .responses import STRING, objects, ref
 
 bp = Blueprint("openapi", __name__)
 
@@ -30,12 +32,7 @@ ERROR_TEXT = {
     504: "The request was not done within REQUEST_TIMEOUT (server busy, or a hung model run).",
 }
 API_ERRORS = (400, 401, 404, 413, 415, 500, 503, 504)
-V2_ERRORS = {"infer": (400, 401, 404, 413, 415, 500, 503, 504), "get": (404, 503)}
-
-
-def ref(name):
-    """A reference to a component schema."""
-    return {"$ref": f"#/components/schemas/{name}"}
+V2_GET_ERRORS = (404, 503)  # v2 metadata and readiness; v2 inference has API_ERRORS
 
 
 def schemas(shapes):
@@ -47,8 +44,17 @@ def schemas(shapes):
     return {**top["$defs"], **objects()}
 
 
+def content(schema):
+    """``{media type: schema}`` as OpenAPI content; a component name ("A|B": either) is JSON."""
+    if isinstance(schema, str):
+        refs = [ref(name) for name in schema.split("|")]
+        schema = {JSON: refs[0] if len(refs) == 1 else {"oneOf": refs}}
+    return {media: {"schema": one} for media, one in schema.items()}
+
+
 def body(schema, description):
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+    """A response: ``schema`` as ``content`` takes it."""
+    return {"description": description, "content": content(schema)}
 
 
 def error_components():
@@ -56,106 +62,93 @@ def error_components():
     out = {}
     for status, codes in ERROR_CODES.items():
         schema = {"allOf": [ref("Error"), {"properties": {"code": {"enum": list(codes)}}}]}
-        out[f"Error{status}"] = body(schema, ERROR_TEXT[status])
+        out[f"Error{status}"] = body({JSON: schema}, ERROR_TEXT[status])
     out["Error401"]["headers"] = {
         "WWW-Authenticate": {"description": 'Bearer realm="fillmask"', "schema": STRING}
     }
     return out
 
 
-# (path, method, operationId, summary, request schema or None, {status: (schema, description)}).
-ROUTES = [
-    ("/predict", "post", "predict", "Fill every [MASK] of a text or of a list of texts",
+def error_ref(status):
+    """The shared error response of ``status`` (``{"success": false, ...}``)."""
+    return {"$ref": f"#/components/responses/Error{status}"}
+
+
+# Binary tensor data (docs/api.md): the JSON header, then the tensors' bytes.
+BINARY = {"application/octet-stream": STRING}
+# path: (method, operationId, summary, request body, {status: (response body, description)}), a
+# body as ``content`` takes it. A route with a request body needs the token when API_TOKEN is set.
+ROUTES = {
+    "/predict": ("post", "predict", "Fill every [MASK] of a text or of a list of texts",
      "PredictRequest", {200: ("PredictSingle|PredictBatch", "Candidates for every mask.")}),
-    ("/fill-mask", "post", "fill_mask", "The Hugging Face Inference API fill-mask contract",
+    "/fill-mask": ("post", "fill_mask", "The Hugging Face Inference API fill-mask contract",
      "FillMaskRequest", {200: ("FillMaskResponse", "Candidates per mask.")}),
-    ("/health", "get", "health", "Liveness and readiness", None,
+    "/health": ("get", "health", "Liveness and readiness", None,
      {200: ("Health", "Loaded (degraded: one model failed, the others serve)."),
       503: ("Health", "Loading, failed to load, or draining.")}),
-    ("/v2", "get", "v2_server_metadata", "v2 server metadata", None,
+    "/v2": ("get", "v2_server_metadata", "v2 server metadata", None,
      {200: ("V2ServerMetadata", "Name and version.")}),
-    ("/v2/", "get", "v2_server_metadata_slash", "v2 server metadata", None,
+    "/v2/": ("get", "v2_server_metadata_slash", "v2 server metadata", None,
      {200: ("V2ServerMetadata", "Name and version.")}),
-    ("/v2/health/live", "get", "v2_live", "v2 liveness", None,
+    "/v2/health/live": ("get", "v2_live", "v2 liveness", None,
      {200: ("V2Live", "The process answers.")}),
-    ("/v2/health/ready", "get", "v2_ready", "v2 readiness (Kubernetes readinessProbe)", None,
+    "/v2/health/ready": ("get", "v2_ready", "v2 readiness (Kubernetes readinessProbe)", None,
      {200: ("V2Ready", "Loaded and not draining."), 503: ("V2Ready", "Loading or draining.")}),
-]  # fmt: skip
-MODEL_ROUTES = [
-    ("", "get", "v2_model_metadata", "v2 model metadata", None,
+    "/": ("get", "page", "The fill-in page", None,
+     {200: ({"text/html": STRING}, "The page (scripts from /static only).")}),
+    "/openapi.json": ("get", "openapi", "This document", None,
+     {200: ({JSON: {"type": "object"}}, "This document.")}),
+    "/metrics": ("get", "metrics", "Prometheus metrics of all workers", None,
+     {200: ({"text/plain": STRING}, "Prometheus text format.")}),
+}  # fmt: skip
+# The model's routes, under each of MODEL_BASES (its operationId + the suffix); errors in the v2
+# protocol's shape.
+MODEL_BASES = {"/v2/models/{name}": "", "/v2/models/{name}/versions/{version}": "_version"}
+MODEL_ROUTES = {
+    "": ("get", "v2_model_metadata", "v2 model metadata", None,
      {200: ("V2ModelMetadata", "Inputs and outputs.")}),
-    ("/ready", "get", "v2_model_ready", "v2 model readiness", None,
+    "/ready": ("get", "v2_model_ready", "v2 model readiness", None,
      {200: ("V2ModelReady", "Ready."), 503: ("V2ModelReady", "Not loaded, or draining.")}),
-    ("/infer", "post", "v2_infer", "v2 inference: BYTES texts in; candidates, ids, scores out",
-     "InferRequest", {200: ("V2InferResponse", "The wanted output tensors.")}),
-]  # fmt: skip
+    "/infer": ("post", "v2_infer", "v2 inference: BYTES texts in; candidates, ids, scores out",
+     {JSON: ref("InferRequest"), **BINARY},
+     {200: ({JSON: ref("V2InferResponse"), **BINARY}, "The wanted output tensors.")}),
+}  # fmt: skip
 
 
-def operation(op, summary, request, responses, params=()):
-    """One operation object, with its error responses."""
+PATH_PARAMETER = {"in": "path", "required": True, "schema": STRING}
+
+
+def operation(path, op, summary, request, responses, errors):
+    """One operation object; ``errors``: the error responses of the statuses it does not list."""
     out = {"summary": summary, "operationId": op}
-    out["responses"] = {
-        str(s): body({"oneOf": [ref(n) for n in name.split("|")]} if "|" in name else ref(name), d)
-        for s, (name, d) in responses.items()
-    }
+    out["responses"] = {str(s): body(schema, text) for s, (schema, text) in responses.items()}
+    out["responses"] |= {str(s): e for s, e in errors.items() if s not in responses}
     if request:
-        out["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(request)}}}
+        out["requestBody"] = {"required": True, "content": content(request)}
         out["security"] = [{}, {"bearerAuth": []}]
-    if op.startswith("v2_infer") or op.startswith("v2_model"):
-        statuses = V2_ERRORS["infer" if request else "get"]
-        out["responses"] |= {
-            str(s): body(ref("V2Error"), ERROR_TEXT[s])
-            for s in statuses
-            if str(s) not in out["responses"]
-        }
-    elif request:
-        out["responses"] |= {
-            str(s): {"$ref": f"#/components/responses/Error{s}"} for s in API_ERRORS
-        }
-    if params:
-        out["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": STRING} for p in params
-        ]
+    if params := re.findall(r"{(\w+)}", path):
+        out["parameters"] = [{"name": p, **PATH_PARAMETER} for p in params]
     return out
 
 
 def paths(config):
     """Every endpoint with its request body and every response it can give."""
     out = {}
-    for path, method, op, summary, request, responses in ROUTES:
-        out[path] = {method: operation(op, summary, request, responses)}
-    for base, params in (
-        ("/v2/models/{name}", ("name",)),
-        ("/v2/models/{name}/versions/{version}", ("name", "version")),
-    ):
-        for tail, method, op, summary, request, responses in MODEL_ROUTES:
-            op += "_version" if len(params) > 1 else ""
-            out[base + tail] = {method: operation(op, summary, request, responses, params)}
-        # Binary tensor data (docs/api.md): the JSON header, then the tensors' bytes.
-        infer, binary = out[base + "/infer"]["post"], {"schema": {"type": "string"}}
-        infer["requestBody"]["content"]["application/octet-stream"] = binary
-        infer["responses"]["200"]["content"]["application/octet-stream"] = binary
-    html = {
-        "description": "The page (scripts from /static only).",
-        "content": {"text/html": {"schema": STRING}},
-    }
-    out["/"] = {
-        "get": {"summary": "The fill-in page", "operationId": "page", "responses": {"200": html}}
-    }
-    out["/openapi.json"] = {"get": operation("openapi", "This document", None, {})}
-    out["/openapi.json"]["get"]["responses"]["200"] = body({"type": "object"}, "This document.")
+    for path, (method, op, summary, request, responses) in ROUTES.items():
+        errors = {s: error_ref(s) for s in API_ERRORS} if request else {}
+        out[path] = {method: operation(path, op, summary, request, responses, errors)}
+    for base, suffix in MODEL_BASES.items():
+        for tail, (method, op, summary, request, responses) in MODEL_ROUTES.items():
+            statuses = API_ERRORS if request else V2_GET_ERRORS
+            errors = {s: body("V2Error", ERROR_TEXT[s]) for s in statuses}
+            path = base + tail
+            out[path] = {method: operation(path, op + suffix, summary, request, responses, errors)}
     mode = access_mode(config)
-    if mode != "off":
-        text = {
-            "description": "Prometheus text format.",
-            "content": {"text/plain": {"schema": STRING}},
-        }
-        metrics = {"summary": "Prometheus metrics of all workers", "operationId": "metrics"}
-        metrics["responses"] = {"200": text}
-        if mode == "token":
-            metrics["security"] = [{"bearerAuth": []}]
-            metrics["responses"]["401"] = {"$ref": "#/components/responses/Error401"}
-        out["/metrics"] = {"get": metrics}
+    if mode == "off":
+        del out["/metrics"]
+    elif mode == "token":
+        out["/metrics"]["get"]["responses"]["401"] = error_ref(401)
+        out["/metrics"]["get"]["security"] = [{"bearerAuth": []}]
     return out
 
 

@@ -13,8 +13,7 @@ def index():
     fewest weight bytes, which the page asks while the user types.
     """
     service = current_app.extensions["fillmask"]
-    cfg = service.config
-    limits = {"max_masks": cfg.max_masks, "max_top_k": cfg.max_top_k}
+    limits = {"max_masks": service.config.max_masks, "max_top_k": service.config.max_top_k}
     models = service.models
     fast = min(models, key=lambda name: models[name].weight_bytes, default=None)
     return render_template("index.html", limits=limits, models=list(models), fast=fast)

@@ -18,7 +18,7 @@ PERCENT = {"type": "number", "minimum": 0, "maximum": 100, "description": "round
 FIELD_TYPES = {
     **dict.fromkeys("word fill pinyin explanation derivation sequence token_str".split(), STRING),
     **dict.fromkeys(
-        "model model_name model_version name version platform datatype".split(), STRING
+        "model model_name model_version name version platform datatype code id".split(), STRING
     ),
     **dict.fromkeys("index token_id token pid max_length".split(), INDEX),
     **dict.fromkeys("live ready".split(), FLAG),
@@ -28,8 +28,6 @@ FIELD_TYPES = {
     "precision": PRECISION,
     "elapsed_ms": {"type": "number", "minimum": 0},
     "error": {"type": "string", "minLength": 1},
-    "code": STRING,
-    "id": STRING,
     "shape": {"type": "array", "items": {"type": "integer"}},
     "data": {"type": "array"},
     "extensions": {"type": "array", "items": STRING},
@@ -66,7 +64,8 @@ OBJECTS = {
 }
 
 
-def _ref(name):
+def ref(name):
+    """A reference to a component schema."""
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -77,7 +76,7 @@ def field_schema(spec):
         return name, {"const": kind == "true"}
     many = kind.startswith("[")
     kind = kind.strip("[]")
-    item = _ref(kind) if kind[:1].isupper() else FIELD_TYPES[kind or name]
+    item = ref(kind) if kind[:1].isupper() else FIELD_TYPES[kind or name]
     return name, {"type": "array", "items": item} if many else item
 
 
@@ -92,13 +91,13 @@ def objects():
             "required": [field for spec, field, _ in fields if not spec.endswith("?")],
             "additionalProperties": False,
         }
-    one = {"type": "array", "items": _ref("HFCandidate")}
+    one = {"type": "array", "items": ref("HFCandidate")}
     per_mask = {"type": "array", "items": one}
     out["FillMaskResponse"] = {
         "description": "One mask: a list of candidates; several masks: a list per mask; several "
         "texts: one such answer per text (one text in a list answers as one text).",
         "type": "array",
-        "items": {"anyOf": [_ref("HFCandidate"), one, per_mask]},
+        "items": {"anyOf": [ref("HFCandidate"), one, per_mask]},
     }
     return out
 
@@ -108,73 +107,38 @@ def encode(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def candidate_record(candidate):
-    """One candidate as /predict returns it (the seed's fields plus score and token_id)."""
-    return {
-        "word": candidate.word,
-        "probability": round(candidate.score * 100, 2),
-        "score": candidate.score,
-        "token_id": candidate.token_id,
-        "sequence": candidate.sequence,
-    }
+# The fields each record writes, in ``OBJECTS``' order: (name, the object a ``[Type]`` field lists).
+RECORDS = {
+    name: [
+        (field, kind.strip("[]") if kind[1:2].isupper() else None)
+        for field, _, kind in (spec.rstrip("?").partition(":") for spec in specs.split())
+    ]
+    for name, specs in OBJECTS.items()
+}
 
 
-def blank_record(blank):
-    """One joint blank: its masks and its whole-word fillings, best first."""
-    return {
-        "index": blank.index,
-        "masks": list(blank.masks),
-        "words": [
-            {
-                "word": w.word,
-                "score": w.score,
-                "probability": round(w.score * 100, 2),
-                "sequence": w.sequence,
-            }
-            for w in blank.words
-        ],
-    }
-
-
-def choice_record(choice):
-    """One ranked candidate of a multiple-choice request."""
-    return {
-        "word": choice.word,
-        "score": choice.score,
-        "probability": round(choice.score * 100, 2),
-        "log_likelihood": choice.log_likelihood,
-        "sequence": choice.sequence,
-    }
-
-
-def idiom_record(idiom):
-    """One lexicon idiom written into the blank, with what a learner wants to know of it."""
-    return {
-        "word": idiom.word,
-        "fill": idiom.fill,
-        "pinyin": idiom.pinyin,
-        "explanation": idiom.explanation,
-        "derivation": idiom.derivation,
-        "score": idiom.score,
-        "probability": round(idiom.score * 100, 2),
-        "sequence": idiom.sequence,
-    }
+def record(obj, name):
+    """``obj`` as the response object ``name``: each field ``OBJECTS`` lists, read from the
+    attribute of that name (a ``[Type]`` field: a list of those records); ``probability`` is
+    ``score`` in percent."""
+    out = {}
+    for field, kind in RECORDS[name]:
+        value = round(obj.score * 100, 2) if field == "probability" else getattr(obj, field)
+        out[field] = [record(item, kind) for item in value] if kind else value
+    return out
 
 
 def text_result(answer):
     """One text's answer: ``result`` (first mask, the seed's contract), every mask, and the
     ``blanks`` / ``choices`` / ``idioms`` keys when asked for."""
-    records = [[candidate_record(c) for c in mask] for mask in answer.masks]
+    records = [[record(c, "Candidate") for c in mask] for mask in answer.masks]
     out = {
         "result": records[0],
         "masks": [{"index": i, "candidates": r} for i, r in enumerate(records)],
     }
-    if answer.blanks is not None:
-        out["blanks"] = [blank_record(b) for b in answer.blanks]
-    if answer.choices is not None:
-        out["choices"] = [choice_record(c) for c in answer.choices]
-    if answer.idioms is not None:
-        out["idioms"] = [idiom_record(i) for i in answer.idioms]
+    for field, kind in (("blanks", "Blank"), ("choices", "Choice"), ("idioms", "Idiom")):
+        if getattr(answer, field) is not None:
+            out[field] = [record(item, kind) for item in getattr(answer, field)]
     return out
 
 
@@ -195,6 +159,11 @@ def with_elapsed(body, seconds):
     return body[:-1] + b',"elapsed_ms":' + str(round(seconds * 1000, 2)).encode() + b"}"
 
 
+def hf_record(c):
+    """One candidate as the Hugging Face fill-mask API returns it."""
+    return {"score": c.score, "token": c.token_id, "token_str": c.word, "sequence": c.sequence}
+
+
 def hf_body(request, result):
     """The Hugging Face fill-mask body: a list per mask; a list of those for several masks.
 
@@ -202,13 +171,7 @@ def hf_body(request, result):
     """
 
     def one_text(answer):
-        lists = [
-            [
-                {"score": c.score, "token": c.token_id, "token_str": c.word, "sequence": c.sequence}
-                for c in mask
-            ]
-            for mask in answer.masks
-        ]
+        lists = [[hf_record(c) for c in mask] for mask in answer.masks]
         return lists[0] if len(lists) == 1 else lists
 
     answers = [one_text(t) for t in result.texts]

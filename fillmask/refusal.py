@@ -1,19 +1,19 @@
-"""Refusals: a request body decoded as JSON, and a pydantic validation error turned into one
-``FillMaskError`` that names the field as the client wrote it, what was wrong and what is
-accepted (the field's description, which the OpenAPI document shows too).
+"""Refusals: a request body decoded as JSON, and validated against a pydantic model, a
+validation error turned into one ``FillMaskError`` that names the field as the client wrote it,
+what was wrong and what is accepted (the field's description, which the OpenAPI document shows
+too).
 """
 
 import json
 from typing import get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from .errors import FillMaskError
 from .text import SURROGATES, replace_surrogates
 
 # A field's own code when its value is refused; ``(field, pydantic error type)`` overrides it.
-FIELD_CODES = {"top_k": "invalid_top_k", "targets": "invalid_targets"}
-FIELD_CODES["candidates"] = "invalid_candidates"
+FIELD_CODES = {name: f"invalid_{name}" for name in ("top_k", "targets", "candidates")}
 UNION_TAGS = {"one", "many", "str", "int", "bool", "float", "none"}  # in loc, not field names
 TYPE_CODES = {
     ("texts", "too_short"): "empty_batch",
@@ -21,6 +21,23 @@ TYPE_CODES = {
     ("text", "string_too_long"): "text_too_long",
     ("text", "null"): "missing_text",
 }
+
+
+def parse(model, body, shapes, rename=None):
+    """``body`` (a dict) validated against ``model``, or the refusal naming the field.
+
+    ``shapes``: its ``Shapes``; ``rename``: what the protocol calls ``texts``
+    ("inputs[0].data"), for messages.
+    """
+    if not isinstance(body, dict):
+        raise FillMaskError(
+            'the JSON body must be an object, e.g. {"text": "今天天气真[MASK]啊"}',
+            code="invalid_body",
+        )
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise refusal(exc, model, shapes, rename) from None
 
 
 def refusal(exc, model, shapes, rename=None):
@@ -36,10 +53,7 @@ def refusal(exc, model, shapes, rename=None):
         owner = path.rpartition(".")[0] or "the body"
         # The fields of the object that holds the unknown key (top level: the shared options).
         fields = nested_fields(info.annotation) if info else shapes.Options.model_fields
-        accepted = ", ".join(fields)
-        return FillMaskError(
-            f"unknown field {name!r} in {owner}; accepted: {accepted}", code="unknown_field"
-        )
+        return unknown_field(repr(name), fields, f" in {owner}")
     value = error.get("input")
     # One text: "text", an item of "texts" / "inputs", or the string "inputs" of /fill-mask.
     one_text = name == "text" or (name in ("texts", "inputs") and path[-1] == "]")
@@ -75,42 +89,46 @@ def nested_fields(annotation):
     """The fields of the model inside ``annotation`` (``X | None``, ``list[X]``), or {}."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation.model_fields
-    for arg in get_args(annotation):
-        found = nested_fields(arg)
-        if found:
-            return found
-    return {}
+    return next(filter(None, map(nested_fields, get_args(annotation))), {})
 
 
 def shown(value):
     """A refused value as a message shows it: short scalars as they are, others by kind."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float) and len(repr(value)) <= 20:
-        return repr(value)
+    kinds = {type(None): "null", bool: "a boolean", dict: "an object"}  # JSON's, by type
+    if type(value) in kinds:
+        return kinds[type(value)]
     if isinstance(value, list):
         return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return "an object"
     if isinstance(value, str):
         return f"a string of {len(value)} characters" if len(value) > 20 else repr(value)
-    return "a number" if isinstance(value, int | float) else type(value).__name__
+    return repr(value) if len(repr(value)) <= 20 else "a number"
+
+
+def unknown_field(names, fields, where=""):
+    """The refusal of unknown keys ``names`` (as shown) in ``where``, naming accepted ``fields``."""
+    accepted = ", ".join(fields)
+    return FillMaskError(
+        f"unknown field {names}{where}; accepted: {accepted}", code="unknown_field"
+    )
+
+
+def unknown_fields(body, model):
+    """Refuse keys the model does not declare, naming them and the accepted ones."""
+    unknown = [key for key in body if key not in model.model_fields]
+    if unknown:
+        raise unknown_field(", ".join(map(repr, unknown)), model.model_fields)
 
 
 def parse_json(raw, content_type):
-    """Decode a request body that must be JSON (a 415 for another media type)."""
-    mime = (content_type or "").split(";")[0].strip().lower()
-    if not (
-        mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
-    ):
+    """Decode a request body (bytes) that must be JSON (a 415 for another media type)."""
+    kind, _, subtype = (content_type or "").split(";")[0].strip().lower().partition("/")
+    if kind != "application" or (subtype != "json" and not subtype.endswith("+json")):
         raise FillMaskError(
             "send the body as JSON with the header 'Content-Type: application/json'",
             code="unsupported_media_type",
         )
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        text = raw.decode("utf-8")
         body = json.loads(text)
     except UnicodeDecodeError:
         raise FillMaskError("the body is not valid UTF-8", code="invalid_json") from None
@@ -126,16 +144,3 @@ def parse_json(raw, content_type):
         if SURROGATES.search(dumped):
             body = json.loads(replace_surrogates(dumped))
     return body
-
-
-def unknown_fields(body, model):
-    """Refuse keys the model does not declare, naming them and the accepted ones."""
-    if not isinstance(body, dict):
-        return
-    unknown = [key for key in body if key not in model.model_fields]
-    if unknown:
-        raise FillMaskError(
-            f"unknown field {', '.join(map(repr, unknown))}; accepted: "
-            + ", ".join(model.model_fields),
-            code="unknown_field",
-        )

@@ -9,22 +9,10 @@ wrong and what is accepted (the field's description, which the document shows to
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    StringConstraints,
-    Tag,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from .errors import FillMaskError
-from .refusal import refusal, unknown_fields
+from .refusal import parse, unknown_fields
 
 TOP_K = 5  # the default number of candidates: the one place it is written
 
@@ -53,12 +41,10 @@ def without_null_defaults(schema):
             del prop["default"]
 
 
-class Closed(BaseModel):
-    """Unknown fields refused, no coercion ("5" is not 5), frozen."""
-
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=without_null_defaults
-    )
+class Closed(
+    BaseModel, extra="forbid", strict=True, frozen=True, json_schema_extra=without_null_defaults
+):
+    """Unknown fields refused, no coercion ("5" is not 5: every field strict), frozen."""
 
 
 def described(kind, text, **limits):
@@ -70,14 +56,13 @@ class Shapes:
     """The request models for one ``Config``."""
 
     def __init__(self, config):
-        self.config = config
         c = config
         self.top_k = min(TOP_K, c.max_top_k)  # MAX_TOP_K below 5 lowers the default with it
         self.text_accepted = (
             f"must be a string containing [MASK], at most {c.max_text_chars} characters "
             "(MAX_TEXT_CHARS)"
         )
-        Text = described(StrictStr, self.text_accepted, max_length=c.max_text_chars)
+        Text = described(str, self.text_accepted, max_length=c.max_text_chars)
         Texts = described(
             list[Text],
             f"must be a list of strings (at least one, at most {c.max_texts}: MAX_TEXTS), each "
@@ -85,24 +70,21 @@ class Shapes:
             min_length=1,
             max_length=c.max_texts,
         )
-        TopK = described(
-            StrictInt, f"must be an integer from 1 to {c.max_top_k}", ge=1, le=c.max_top_k
-        )
-        Token = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
+        TopK = described(int, f"must be an integer from 1 to {c.max_top_k}", ge=1, le=c.max_top_k)
+        Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
         Targets = described(
             Annotated[list[Token], Field(min_length=1, max_length=c.max_targets)] | Token | None,
             f"must be a non-empty string or a non-empty list of at most {c.max_targets} "
             'single-token strings, e.g. ["好", "坏"]',
         )
-        Word = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
-        Word = Annotated[Word, Field(max_length=c.max_candidate_chars)]
+        Word = Annotated[Token, Field(max_length=c.max_candidate_chars)]
         Candidates = described(
             Annotated[list[Word], Field(min_length=1, max_length=c.max_candidates)] | None,
             f"must be a list of 1 to {c.max_candidates} words of 1 to {c.max_candidate_chars} "
             'characters, e.g. ["添足", "点睛"]',
         )
-        Flag = described(StrictBool, "must be true or false")
-        ModelName = described(StrictStr | None, "must be the name of a served model (GET /health)")
+        Flag = described(bool, "must be true or false")
+        ModelName = described(str | None, "must be the name of a served model (GET /health)")
         BlankSpelling = described(Literal["□"] | None, 'must be "□" (one per character) or null')
 
         class Options(Closed):
@@ -117,7 +99,7 @@ class Shapes:
 
             text: Text = None  # null is refused: "text must be a string"
             texts: Texts = None
-            joint: described(StrictBool | None, "must be true or false") = False
+            joint: described(bool | None, "must be true or false") = False
             candidates: Candidates = None
             idioms: Flag = False
             blank: BlankSpelling = None
@@ -149,10 +131,8 @@ class Shapes:
         class HFParameters(Options):
             """The Hugging Face fill-mask parameters."""
 
-        class HFOptions(BaseModel):
+        class HFOptions(BaseModel, extra="allow"):
             """The Hugging Face API's ``options`` (use_cache, wait_for_model): accepted, unused."""
-
-            model_config = ConfigDict(extra="allow")
 
         class FillMaskRequest(Closed):
             """POST /fill-mask, the Hugging Face Inference API body."""
@@ -173,71 +153,40 @@ class Shapes:
                     )
                 return body
 
-        self.Options, self.PredictRequest, self.FillMaskRequest = (
-            Options,
-            PredictRequest,
-            FillMaskRequest,
-        )
-
-    def parse(self, model, body, *, rename=None):
-        """Validate ``body`` (a dict) against ``model``, refusing with the field named.
-
-        ``rename``: what the protocol calls ``texts`` ("inputs[0].data"), for messages.
-        """
-        if not isinstance(body, dict):
-            raise FillMaskError(
-                'the JSON body must be an object, e.g. {"text": "今天天气真[MASK]啊"}',
-                code="invalid_body",
-            )
-        try:
-            return model.model_validate(body)
-        except ValidationError as exc:
-            raise refusal(exc, model, self, rename) from None
+        self.Options = Options
+        self.PredictRequest = PredictRequest
+        self.FillMaskRequest = FillMaskRequest
 
     def predict(self, body):
         """A ``POST /predict`` body → ``FillRequest``."""
-        p = self.parse(self.PredictRequest, body)
-        batch = p.texts is not None
-        texts = tuple(p.texts) if batch else (p.text,)
-        return self.request(
-            p,
-            texts,
-            batch,
-            "texts" if batch else "text",
-            joint=bool(p.joint),
-            candidates=p.candidates,
-            idioms=p.idioms,
-            blank=p.blank,
-            model=p.model,
-        )
-
-    def fill_mask(self, body):
-        """A ``POST /fill-mask`` body → ``FillRequest``."""
-        p = self.parse(self.FillMaskRequest, body)
-        batch = isinstance(p.inputs, list)
-        texts = tuple(p.inputs) if batch else (p.inputs,)
-        options = p.parameters or self.Options()
-        return self.request(options, texts, batch, "inputs", model=p.model)
-
-    def request(self, options, texts, batch, name, candidates=None, **more):
-        """The ``FillRequest`` for validated ``texts`` and ``options``."""
-        targets = options.targets
-        targets = () if targets is None else (targets,) if isinstance(targets, str) else targets
-        candidates = tuple(dict.fromkeys(candidates or ()))  # repeats merged, order kept
-        if targets and candidates:
+        p = parse(self.PredictRequest, body, self)
+        if p.targets and p.candidates:
             raise FillMaskError(
                 "give either targets (single tokens scored per mask) or candidates "
                 "(words ranked for the blank), not both",
                 code="conflicting_fields",
             )
-        names = (f"{name}[{i}]" for i in range(len(texts))) if batch else (name,)
+        texts, name = (p.text, "text") if p.texts is None else (p.texts, "texts")
+        words = tuple(dict.fromkeys(p.candidates or ()))  # repeats merged, order kept
+        more = dict(joint=bool(p.joint), idioms=p.idioms, blank=p.blank, model=p.model)
+        return self.request(p, texts, name, candidates=words, **more)
+
+    def fill_mask(self, body):
+        """A ``POST /fill-mask`` body → ``FillRequest``."""
+        p = parse(self.FillMaskRequest, body, self)
+        return self.request(p.parameters or self.Options(), p.inputs, "inputs", model=p.model)
+
+    def request(self, options, texts, name, **more):
+        """The ``FillRequest`` for validated ``texts`` (a string, or a list: a batch) and
+        ``options``; ``name``: what the protocol calls them, for messages."""
+        batch = isinstance(texts, list)
+        targets = options.targets
         return FillRequest(
-            texts=texts,
+            texts=tuple(texts) if batch else (texts,),
             batch=batch,
             top_k=options.top_k,
-            targets=tuple(targets),
-            candidates=candidates,
+            targets=(targets,) if isinstance(targets, str) else tuple(targets or ()),
             hanzi_only=options.hanzi_only,
-            names=tuple(names),
+            names=tuple(f"{name}[{i}]" for i in range(len(texts))) if batch else (name,),
             **more,
         )

@@ -15,14 +15,14 @@ out may be binary (``v2_binary``: Triton's binary tensor data extension, tritonc
 import json
 from typing import Literal
 
+import numpy as np
 from flask import Blueprint, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from . import responses, v2_binary
 from .api import read_body, service
-from .errors import FillMaskError
-from .refusal import parse_json
-from .requests import described, without_null_defaults
+from .errors import FillMaskError, ModelNotReady
+from .refusal import parse, parse_json
+from .requests import Closed, described
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -35,47 +35,43 @@ OUTPUTS = {
     "token_ids": {"name": "token_ids", "datatype": "INT64", "shape": [-1, -1, -1]},
     "scores": {"name": "scores", "datatype": "FP32", "shape": [-1, -1, -1]},
 }
-Parameters = dict[str, StrictStr | StrictInt | bool | float] | None
+Parameters = dict[str, str | int | bool | float] | None
+
+# The protocol's objects are ``Closed`` (requests.py): unknown keys refused, values not coerced.
 
 
-class Protocol(BaseModel):
-    """The protocol's objects: unknown keys refused, values not coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=without_null_defaults)
+class InputParameters(Closed):
+    binary_data_size: described(int, "must be its bytes after the JSON header", ge=0) = None
 
 
-class InputParameters(Protocol):
-    binary_data_size: described(StrictInt, "must be its bytes after the JSON header", ge=0) = None
+class OutputParameters(Closed):
+    binary_data: described(bool, "must be true (binary tensor data) or false (JSON)") = None
 
 
-class OutputParameters(Protocol):
-    binary_data: described(StrictBool, "must be true (binary tensor data) or false (JSON)") = None
-
-
-class InputTensor(Protocol):
+class InputTensor(Closed):
     name: described(Literal["text"], 'must be "text"')
     datatype: described(Literal["BYTES"], "must be BYTES")
-    shape: described(list[StrictInt], "must be [N], N the number of texts", min_length=1)
+    shape: described(list[int], "must be [N], N the number of texts", min_length=1)
     data: described(list, "must be the list of N texts containing [MASK]") = None
     parameters: InputParameters = InputParameters()
 
 
-class OutputRequest(Protocol):
+class OutputRequest(Closed):
     name: described(Literal[tuple(OUTPUTS)], "must be one of " + ", ".join(OUTPUTS))
     parameters: OutputParameters = OutputParameters()
 
 
-class InferRequest(Protocol):
+class InferRequest(Closed):
     """POST /v2/models/{name}/infer."""
 
-    id: StrictStr | None = None
+    id: str | None = None
     parameters: described(
         Parameters,
         "must be an object of scalars: top_k (integer), targets (one string of tokens "
         'separated by spaces, e.g. "好 坏"), hanzi_only (boolean), binary_data_output (boolean)',
     ) = None
-    inputs: described(list[InputTensor], "must hold one tensor: text, BYTES, [N]") = Field(
-        min_length=1, max_length=1
+    inputs: described(
+        list[InputTensor], "must hold one tensor: text, BYTES, [N]", min_length=1, max_length=1
     )
     outputs: list[OutputRequest] | None = None
 
@@ -107,12 +103,11 @@ def ready():
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name, version=VERSION):
+    """200 while the model is loaded and the worker is not draining, else 503."""
     try:
         model(name, version)
         ok = service().status() != "draining"
-    except FillMaskError as exc:
-        if exc.status != 503:
-            raise
+    except ModelNotReady:
         ok = False
     return jsonify({"name": name, "ready": ok}), 200 if ok else 503
 
@@ -120,15 +115,10 @@ def model_ready(name, version=VERSION):
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name, version=VERSION):
-    predictor = model(name, version)
+    """The model's name, its version, platform and tensors."""
+    tensors = {"inputs": [INPUT], "outputs": list(OUTPUTS.values())}
     return jsonify(
-        {
-            "name": predictor.name,
-            "versions": [VERSION],
-            "platform": "onnx_onnxv1",
-            "inputs": [INPUT],
-            "outputs": list(OUTPUTS.values()),
-        }
+        name=model(name, version).name, versions=[VERSION], platform="onnx_onnxv1", **tensors
     )
 
 
@@ -163,13 +153,12 @@ def parse_infer(fill, body, name, data=b""):
     """A v2 inference body (and its binary tensor data) → (``FillRequest``, its id or None,
     the outputs wanted: (name, binary) pairs)."""
     shapes = fill.shapes
-    infer_request = shapes.parse(InferRequest, body)
+    infer_request = parse(InferRequest, body, shapes)
     tensor = infer_request.inputs[0]
     texts = v2_binary.texts(tensor, data, fill.config) if len(tensor.shape) == 1 else None
     if texts is None or tensor.shape[0] != len(texts):
         raise FillMaskError(
-            "inputs[0].shape must be [N] with N the number of texts in inputs[0].data",
-            code="invalid_body",
+            "inputs[0].shape must be [N] with N the number of texts in inputs[0].data"
         )
     params = dict(infer_request.parameters or {})
     binary = params.pop("binary_data_output", False)
@@ -178,9 +167,9 @@ def parse_infer(fill, body, name, data=b""):
     if isinstance(params.get("targets"), str):
         # A blank string becomes [""], refused by the same check as any empty target.
         params["targets"] = params["targets"].split() or [""]
-    options = shapes.parse(shapes.Options, params)
-    texts = shapes.parse(shapes.PredictRequest, {"texts": texts}, rename="inputs[0].data")
-    req = shapes.request(options, tuple(texts.texts), True, "inputs[0].data", model=name)
+    options = parse(shapes.Options, params, shapes)
+    texts = parse(shapes.PredictRequest, {"texts": texts}, shapes, rename="inputs[0].data")
+    req = shapes.request(options, texts.texts, "inputs[0].data", model=name)
     outputs = infer_request.outputs
     outputs = [OutputRequest(name=o) for o in OUTPUTS] if outputs is None else outputs
     own = [o.parameters.binary_data for o in outputs]  # each overrides binary_data_output
@@ -192,24 +181,20 @@ def infer_body(request, result, request_id, wanted):
     """The inference response: the wanted output tensors, flattened in row-major order, as
     JSON data or (binary outputs) as bytes after the JSON header."""
     per_text = [t.masks for t in result.texts]
-    n = len(per_text)
-    masks = max(len(text) for text in per_text)
-    k = max(len(mask) for text in per_text for mask in text)
-    token_ids, scores = [], []
-    for text in per_text:
-        for m in range(masks):
-            mask = text[m] if m < len(text) else []
-            token_ids += [c.token_id for c in mask] + [-1] * (k - len(mask))
-            scores += [c.score for c in mask] + [0.0] * (k - len(mask))
-    candidates = [
-        json.dumps(
-            [[responses.candidate_record(c) for c in mask] for mask in text], ensure_ascii=False
-        )
-        for text in per_text
+    shape = [len(per_text), max(map(len, per_text)), max(len(m) for t in per_text for m in t)]
+    ids, scores = np.full(shape, -1), np.zeros(shape)  # the padding: token id -1, score 0
+    candidates = np.empty(shape[0], dtype=object)  # per text, its candidates as JSON
+    for i, text in enumerate(per_text):
+        records = [[responses.record(c, "Candidate") for c in mask] for mask in text]
+        candidates[i] = json.dumps(records, ensure_ascii=False)
+        for j, mask in enumerate(text):
+            ids[i, j, : len(mask)] = [c.token_id for c in mask]
+            scores[i, j, : len(mask)] = [c.score for c in mask]
+    data = {"candidates": candidates, "token_ids": ids, "scores": scores}
+    outputs = [
+        {**OUTPUTS[o], "shape": list(data[o].shape), "data": data[o].ravel().tolist()}
+        for o, _ in wanted
     ]
-    data = {"candidates": ([n], candidates), "token_ids": ([n, masks, k], token_ids)}
-    data["scores"] = ([n, masks, k], scores)
-    outputs = [{**OUTPUTS[o], "shape": data[o][0], "data": data[o][1]} for o, _ in wanted]
     body = {"model_name": result.model, "model_version": VERSION, "outputs": outputs}
     if request_id is not None:
         body["id"] = request_id

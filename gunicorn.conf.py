@@ -15,7 +15,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fillmask import drain, metrics_setup
-from fillmask.config import Config, default_threads
+from fillmask.config import Config
 from fillmask.errors import ModelFilesError
 from fillmask.model_files import open_model_dir
 
@@ -44,8 +44,8 @@ worker_class = "gthread"
 # (and 32 ms unbatched), measured by bench.py on a 2-core PC.
 threads = int(os.environ.get("THREADS", "8"))
 preload_app = False
-# Workers × ORT threads = cores: more threads than cores only adds contention.
-os.environ.setdefault("ORT_THREADS", str(default_threads(os.environ)))
+# ORT_THREADS' default (fillmask/config.py) is cores ÷ WORKERS: more threads than cores only adds
+# contention.
 
 # -- Timeouts ----------------------------------------------------------------------------------
 # A worker whose main loop is silent this long is restarted. A request's own limit is the app's
@@ -62,11 +62,10 @@ keepalive = int(os.environ.get("KEEPALIVE", "5"))
 limit_request_fields = 50
 
 # -- Logging -----------------------------------------------------------------------------------
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 loglevel = os.environ.get("LOG_LEVEL", "info")
-if loglevel.lower() not in ("debug", "info", "warning", "error", "critical"):
-    sys.exit(
-        f"cannot start: LOG_LEVEL={loglevel} is not one of debug, info, warning, error, critical"
-    )
+if loglevel.lower() not in LOG_LEVELS:
+    sys.exit(f"cannot start: LOG_LEVEL={loglevel} is not one of {', '.join(LOG_LEVELS)}")
 errorlog = "-"
 accesslog = None if os.environ.get("ACCESS_LOG", "1").lower() in ("0", "false", "off") else "-"
 # %(M)s: request duration in milliseconds.
@@ -105,25 +104,21 @@ def on_starting(server):
         check_timeouts(cfg, server.cfg.timeout, server.cfg.graceful_timeout)
         precision, verify = cfg.model_precision, "sha256" if cfg.model_verify != "none" else "none"
         names = {}
-        for index, model_dir in enumerate(cfg.model_dirs):
+        for index, path in enumerate(cfg.model_dirs):
             try:
-                files = open_model_dir(model_dir, precision, verify=verify)
+                files = open_model_dir(path, precision, verify=verify)
             except ModelFilesError as exc:
                 if index == 0:  # the default model: without it there is no service
                     raise
-                server.log.error(
-                    "model at %s not served (its requests get 503): %s", model_dir, exc
-                )
+                server.log.error("model at %s not served (its requests get 503): %s", path, exc)
                 continue
             if files.name in names:
                 raise ValueError(
                     f"MODEL_DIR names two directories of the model {files.name!r} "
-                    f"({names[files.name]}, {model_dir}); one per name"
+                    f"({names[files.name]}, {path}); one per name"
                 )
-            names[files.name] = model_dir
-            server.log.info(
-                "model %s (%s) at %s checked (%s)", files.name, precision, model_dir, verify
-            )
+            names[files.name] = path
+            server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, path, verify)
         # Before any fork: every worker must find PROMETHEUS_MULTIPROC_DIR set when it starts.
         metrics_dir = metrics_setup.prepare_dir(cfg)
     except (ModelFilesError, ValueError) as exc:
@@ -176,31 +171,25 @@ def check_address_free(server):
     if "LISTEN_FDS" in os.environ or "GUNICORN_PID" in os.environ:
         return
     for address in server.cfg.address:
-        if isinstance(address, tuple):
-            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
+        shown = address
+        try:
+            if isinstance(address, tuple):
+                host, port = address[:2]
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(address)
-                except OSError as exc:
-                    raise in_use(address, exc) from None
-        elif isinstance(address, str) and os.path.exists(address):
-            # Gunicorn deletes a stale socket file; make sure nobody is serving on it first.
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                if probe.connect_ex(address) == 0:
-                    raise in_use(address, OSError(errno.EADDRINUSE, "a server answers there"))
-
-
-def in_use(address, exc):
-    """The one-line error for an address the server cannot listen on."""
-    if isinstance(address, tuple):
-        host, port = address[:2]
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
-    return ValueError(
-        f"cannot listen on {address}: {reason} (another copy of this server, or another "
-        "program; stop it or choose another BIND)"
-    )
+            elif isinstance(address, str) and os.path.exists(address):
+                # Gunicorn deletes a stale socket file; make sure nobody is serving on it first.
+                with socket.socket(socket.AF_UNIX) as probe:
+                    if probe.connect_ex(address) == 0:
+                        raise OSError(errno.EADDRINUSE, "a server answers there")
+        except OSError as exc:
+            reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ValueError(
+                f"cannot listen on {shown}: {reason or exc} (another copy of this server, or "
+                "another program; stop it or choose another BIND)"
+            ) from None
 
 
 # The longest a booting worker is kept alive by ``post_fork``'s heartbeat (seconds).

@@ -2,15 +2,12 @@
 
 import hashlib
 import json
-import logging
 import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFilesError
-
-logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -25,27 +22,15 @@ class ModelFiles:
     directory: Path
     precision: str
     manifest: dict
-
-    @property
-    def onnx_path(self):
-        return self.directory / PRECISION_FILES[self.precision]
-
-    @property
-    def tokenizer_path(self):
-        return self.directory / "tokenizer.json"
-
-    @property
-    def name(self):
-        return self.manifest.get("model_name") or self.directory.name
+    onnx_path: Path  # the precision's graph
+    tokenizer_path: Path
+    name: str  # the manifest's model_name, else the directory's name
 
 
-def sha256_of(path, chunk=1 << 20):
+def sha256_of(path):
     """Hex sha256 of a file, read in chunks so a 400 MB model costs no memory."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def open_model_dir(directory, precision="fp32", verify="size", check_parity=True):
@@ -98,63 +83,52 @@ def _open_model_dir(directory, precision, verify, check_parity):
     except (OSError, ValueError) as exc:
         raise ModelFilesError(f"{manifest_path} is unreadable ({exc}); {hint}") from None
     _check_manifest(manifest, manifest_path, hint)
-    if check_parity:
-        _check_parity(manifest, directory, hint)
-    files = ModelFiles(directory, precision, manifest)
-    for path in (files.onnx_path, files.tokenizer_path):
+    name = manifest.get("model_name") or directory.name
+    onnx_path, tokenizer_path = directory / PRECISION_FILES[precision], directory / "tokenizer.json"
+    # A model whose ONNX graph did not reproduce PyTorch when it was exported is refused.
+    fp32 = (manifest.get("parity") or {}).get("fp32") or {}
+    if check_parity and fp32.get("passed") is not True:
+        state = "failed" if fp32.get("passed") is False else "was never completed"
+        raise ModelFilesError(
+            f"model {name} at {directory}: its parity check with PyTorch {state} "
+            f"(manifest parity.fp32.passed), so its answers cannot be trusted; {hint}"
+        )
+    for path in (onnx_path, tokenizer_path):
         if not path.is_file():
             extra = " --int8" if precision == "int8" else ""
             raise ModelFilesError(
                 f"missing {path}; create it with: python export_onnx.py --output {directory}{extra}"
             )
         open(path, "rb").close()  # readable by this user: the worker loads it later
-        _verify(path, manifest.get("files", {}).get(path.name), verify, hint)
-    return files
+        _verify(path, manifest["files"].get(path.name), verify, hint)
+    return ModelFiles(directory, precision, manifest, onnx_path, tokenizer_path, name)
 
 
 def _check_manifest(manifest, path, hint):
     """Refuse a manifest without the entries the predictor reads (a one-line error, no KeyError)."""
-    special = manifest.get("special_tokens") if isinstance(manifest, dict) else None
-    missing = [f"special_tokens.{k}" for k in SPECIAL_TOKENS if not _is_int((special or {}).get(k))]
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        missing.insert(0, "files")
+    manifest = manifest if isinstance(manifest, dict) else {}
+    special = manifest.get("special_tokens")
+    special = special if isinstance(special, dict) else {}
+    missing = [] if isinstance(manifest.get("files"), dict) else ["files"]
+    missing += [f"special_tokens.{k}" for k in SPECIAL_TOKENS if type(special.get(k)) is not int]
     if missing:
         raise ModelFilesError(f"{path} lacks {', '.join(missing)}; {hint}")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_parity(manifest, directory, hint):
-    """Refuse a model whose ONNX graph did not reproduce PyTorch when it was exported."""
-    fp32 = (manifest.get("parity") or {}).get("fp32") or {}
-    name = manifest.get("model_name") or directory.name
-    if fp32.get("passed") is not True:
-        state = "failed" if fp32.get("passed") is False else "was never completed"
-        raise ModelFilesError(
-            f"model {name} at {directory}: its parity check with PyTorch {state} "
-            f"(manifest parity.fp32.passed), so its answers cannot be trusted; {hint}"
-        )
 
 
 def _verify(path, expected, mode, hint):
     """Compare one file with its manifest entry."""
     if mode == "none":
         return
-    if not isinstance(expected, dict) or not _is_int(expected.get("bytes")):
+    if not isinstance(expected, dict) or type(expected.get("bytes")) is not int:
         raise ModelFilesError(f"{path.name} is not listed in the manifest with its size; {hint}")
     size = path.stat().st_size
     if size != expected["bytes"]:
-        raise ModelFilesError(
-            f"{path} has {size} bytes, the manifest says {expected['bytes']}: "
-            f"the file is damaged or was replaced; {hint}"
-        )
-    if mode == "sha256" and sha256_of(path) != expected.get("sha256"):
-        raise ModelFilesError(
-            f"{path} does not match its sha256 in the manifest: the file is "
-            f"damaged or was replaced; {hint}"
-        )
+        wrong = f"has {size} bytes, the manifest says {expected['bytes']}"
+    elif mode == "sha256" and sha256_of(path) != expected.get("sha256"):
+        wrong = "does not match its sha256 in the manifest"
+    else:
+        return
+    raise ModelFilesError(f"{path} {wrong}: the file is damaged or was replaced; {hint}")
 
 
 def file_entry(path):

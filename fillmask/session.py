@@ -40,6 +40,8 @@ CPU_FIELDS = {"model name", "flags", "Features", "CPU implementer", "CPU part", 
 LAYOUT = 1  # bump when the options a copy is made with change: older copies are then rebuilt
 DATA = "model.data"
 STAMP = "stamp.json"
+CPU = "CPUExecutionProvider"
+UNSHARED = "SHARE_WEIGHTS=0 loads the model without it"  # the way out when the copy fails
 
 
 def return_freed_memory():
@@ -76,7 +78,7 @@ def create_session(path, threads=1, *, shared=False, cache_dir="", verify="size"
     from ``cache_dir`` (default: ``weights_cache_dir``); ``verify="sha256"`` also hashes it.
     """
     if not shared:
-        return _session(path, _options(threads))
+        return _load(path, threads)
     source = Path(path)
     cache = weights_cache_dir(source.parent, cache_dir)
     entry = cache / f"{source.name}-{weights_key(source)}"
@@ -98,13 +100,7 @@ def create_session(path, threads=1, *, shared=False, cache_dir="", verify="size"
         now = _intact(entry, verify)
         if now is None or now == seen:  # not rebuilt by another worker while we waited
             _build(source, entry, threads)
-        try:
-            return _session(entry / "model.onnx", _options(threads))
-        except Exception as exc:  # onnxruntime raises its own types, none documented
-            raise ModelFilesError(
-                f"onnxruntime cannot load the prepacked copy {entry} ({_first(exc)}); "
-                "SHARE_WEIGHTS=0 loads the model without it"
-            ) from None
+        return _load(entry / "model.onnx", threads, f"the prepacked copy {entry}", UNSHARED)
 
 
 def weights_cache_dir(model_dir, configured=""):
@@ -161,23 +157,16 @@ def _build(source, entry, threads):
     try:
         work.mkdir()
         _session(source, options)  # writes the copy; the session itself is dropped
-        files = {n: (work / n).stat() for n in ("model.onnx", DATA) if (work / n).exists()}
-        stamp = {n: {"bytes": f.st_size, "mtime_ns": f.st_mtime_ns} for n, f in files.items()}
-        for name in files:
-            stamp[name]["sha256"] = sha256_of(work / name)
+        stamp = {n: _facts(work / n, True) for n in ("model.onnx", DATA) if (work / n).exists()}
         (work / STAMP).write_text(json.dumps({"source": str(source), "files": stamp}, indent=1))
-        for name in [*files, STAMP]:  # on disk before the rename makes the copy visible
+        for name in [*stamp, STAMP]:  # on disk before the rename makes the copy visible
             with open(work / name, "rb") as handle:
                 os.fsync(handle.fileno())
         os.rename(work, entry)
     except Exception as exc:  # OSError, or onnxruntime's Fail when its write fails (full disk)
         shutil.rmtree(work, ignore_errors=True)
-        try:  # the source itself may be what fails: then the write is not to blame
-            _session(source, _options(threads))
-        except Exception as bad:
-            raise ModelFilesError(
-                f"onnxruntime cannot load {source} ({_first(bad)}); export the model again"
-            ) from None
+        # The source itself may be what fails: then the write is not to blame.
+        _load(source, threads)
         free = shutil.disk_usage(entry.parent).free
         raise unwritable(entry.parent, source, f"{_first(exc)}; {free >> 20} MB free") from None
     logger.info(
@@ -190,14 +179,18 @@ def _intact(entry, verify):
     try:
         stamp = json.loads((entry / STAMP).read_text())
         for name, want in stamp["files"].items():
-            stat = (entry / name).stat()
-            if (stat.st_size, stat.st_mtime_ns) != (want["bytes"], want["mtime_ns"]):
-                return None
-            if verify == "sha256" and sha256_of(entry / name) != want["sha256"]:
+            if not _facts(entry / name, verify == "sha256").items() <= want.items():
                 return None
         return stamp
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _facts(path, hashed):
+    """What the stamp records of one file: size and mtime, and its sha256 when ``hashed``."""
+    stat = path.stat()
+    facts = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {**facts, "sha256": sha256_of(path)} if hashed else facts
 
 
 def unwritable(cache, source, reason):
@@ -216,6 +209,16 @@ def _first(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _load(path, threads, name=None, hint="export the model again"):
+    """A session on ``path``, or the one-line refusal when onnxruntime cannot load it."""
+    try:
+        return _session(path, _options(threads))
+    except Exception as exc:  # onnxruntime raises its own types, none documented
+        raise ModelFilesError(
+            f"onnxruntime cannot load {name or path} ({_first(exc)}); {hint}"
+        ) from None
+
+
 def _options(threads):
     """The session options every session here shares (see ``create_session``)."""
     options = ort.SessionOptions()
@@ -231,11 +234,8 @@ def _options(threads):
 def _session(path, options):
     """Create the session and check it really runs on the CPU provider."""
     session = ort.InferenceSession(
-        str(path),
-        options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=["SkipLayerNormFusion"],
+        str(path), options, providers=[CPU], disabled_optimizers=["SkipLayerNormFusion"]
     )
-    if "CPUExecutionProvider" not in session.get_providers():
-        raise RuntimeError(f"CPUExecutionProvider unavailable: {session.get_providers()}")
+    if CPU not in session.get_providers():
+        raise RuntimeError(f"{CPU} unavailable: {session.get_providers()}")
     return session

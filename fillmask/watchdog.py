@@ -9,7 +9,6 @@ starts a fresh one).
 """
 
 import functools
-import itertools
 import logging
 import threading
 import time
@@ -24,23 +23,21 @@ class RunWatch:
         self.limit = float(limit)
         self.on_hung = on_hung
         self.interval = min(float(interval), self.limit / 4) if self.limit > 0 else interval
-        self._started = {}  # run number -> time.monotonic() it started
-        self._numbers = itertools.count()
-        self._thread = None
-        self._lock = threading.Lock()
+        self._started = {}  # one key per run in progress -> time.monotonic() it started
+        if self.limit > 0:  # 0: never. Built with the app, so in the worker (after Gunicorn's fork)
+            threading.Thread(target=self._watch, name="run-watch", daemon=True).start()
 
     def track(self, run):
         """``run`` wrapped so that each call is timed while it runs."""
 
         @functools.wraps(run)
         def tracked(*args, **kwargs):
-            number = next(self._numbers)  # atomic under the GIL
-            self._started[number] = time.monotonic()
-            self._ensure_thread()
+            key = object()
+            self._started[key] = time.monotonic()
             try:
                 return run(*args, **kwargs)
             finally:
-                del self._started[number]
+                del self._started[key]
 
         return tracked
 
@@ -49,26 +46,14 @@ class RunWatch:
         started = list(self._started.values())
         return time.monotonic() - min(started) if started else 0.0
 
-    def _ensure_thread(self):
-        # Started on first use, so it lives in the worker process (after Gunicorn's fork).
-        if self.limit <= 0 or self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="run-watch", daemon=True)
-                self._thread.start()
-
     def _watch(self):
-        tick = threading.Event()  # never set: a wait with a timeout is the clock
-        while True:
-            tick.wait(self.interval)
-            age = self.oldest()
-            if age > self.limit:
-                logger.error(
-                    "a model run has not returned for %.0f s (HUNG_RUN_SECONDS=%g): this worker "
-                    "is hung and will be replaced",
-                    age,
-                    self.limit,
-                )
-                self.on_hung(age)
-                return
+        """Check every ``interval`` s; report the first run older than the limit, then stop."""
+        while (age := self.oldest()) <= self.limit:
+            time.sleep(self.interval)
+        logger.error(
+            "a model run has not returned for %.0f s (HUNG_RUN_SECONDS=%g): this worker "
+            "is hung and will be replaced",
+            age,
+            self.limit,
+        )
+        self.on_hung(age)

@@ -69,26 +69,33 @@ def ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def field_schema(spec):
-    """One field of ``OBJECTS``: ``name``, ``name:[Type]``, ``name:Type``, ``name:true``."""
+def parse(spec):
+    """One field of ``OBJECTS`` → (name, kind, is a list, is optional). ``name`` (typed by its
+    name), ``name:type``, ``name:Type`` (a component), ``name:[Type]``, ``name:true``; ``?``
+    at the end: only when asked for or when it applies."""
     name, _, kind = spec.rstrip("?").partition(":")
+    return name, kind.strip("[]"), kind.startswith("["), spec.endswith("?")
+
+
+FIELDS = {name: [parse(spec) for spec in specs.split()] for name, specs in OBJECTS.items()}
+
+
+def field_schema(name, kind, many):
+    """The schema of one parsed field."""
     if kind in ("true", "false"):
-        return name, {"const": kind == "true"}
-    many = kind.startswith("[")
-    kind = kind.strip("[]")
+        return {"const": kind == "true"}
     item = ref(kind) if kind[:1].isupper() else FIELD_TYPES[kind or name]
-    return name, {"type": "array", "items": item} if many else item
+    return {"type": "array", "items": item} if many else item
 
 
 def objects():
     """The response objects' schemas: every listed field, nothing else."""
     out = {}
-    for name, specs in OBJECTS.items():
-        fields = [(spec, *field_schema(spec)) for spec in specs.split()]
-        out[name] = {
+    for obj, fields in FIELDS.items():
+        out[obj] = {
             "type": "object",
-            "properties": {field: schema for _, field, schema in fields},
-            "required": [field for spec, field, _ in fields if not spec.endswith("?")],
+            "properties": {name: field_schema(name, kind, many) for name, kind, many, _ in fields},
+            "required": [name for name, _, _, optional in fields if not optional],
             "additionalProperties": False,
         }
     one = {"type": "array", "items": ref("HFCandidate")}
@@ -107,24 +114,14 @@ def encode(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-# The fields each record writes, in ``OBJECTS``' order: (name, the object a ``[Type]`` field lists).
-RECORDS = {
-    name: [
-        (field, kind.strip("[]") if kind[1:2].isupper() else None)
-        for field, _, kind in (spec.rstrip("?").partition(":") for spec in specs.split())
-    ]
-    for name, specs in OBJECTS.items()
-}
-
-
 def record(obj, name):
     """``obj`` as the response object ``name``: each field ``OBJECTS`` lists, read from the
     attribute of that name (a ``[Type]`` field: a list of those records); ``probability`` is
     ``score`` in percent."""
     out = {}
-    for field, kind in RECORDS[name]:
+    for field, kind, many, _ in FIELDS[name]:
         value = round(obj.score * 100, 2) if field == "probability" else getattr(obj, field)
-        out[field] = [record(item, kind) for item in value] if kind else value
+        out[field] = [record(item, kind) for item in value] if many and kind[0].isupper() else value
     return out
 
 

@@ -38,20 +38,15 @@ def rows_needed(texts, candidates):
 
 def candidate_ids(predictor, candidates):
     """Token ids of each candidate's characters, or a 400 naming the first unknown one."""
-    out = []
-    for word in candidates:
-        ids = []
-        for char in word:
-            index = predictor.token_id(char)
-            if index is None:
-                raise FillMaskError(
-                    f"candidate {word!r}: the character {char!r} is not a single token of the "
-                    "model's vocabulary; candidates must be written in characters from "
-                    "vocab.txt",
-                    code="invalid_candidates",
-                )
-            ids.append(index)
-        out.append(tuple(ids))
+    out = [tuple(predictor.token_id(char) for char in word) for word in candidates]
+    for word, ids in zip(candidates, out, strict=True):
+        if None in ids:
+            raise FillMaskError(
+                f"candidate {word!r}: the character {word[ids.index(None)]!r} is not a single "
+                "token of the model's vocabulary; candidates must be written in characters "
+                "from vocab.txt",
+                code="invalid_candidates",
+            )
     return out
 
 
@@ -71,6 +66,8 @@ def score(predictor, prepared, candidates, fields):
     """Rank ``candidates`` for each text: a list (per text) of ``Choice`` lists, best first."""
     ids = candidate_ids(predictor, candidates)
     spans = [blank_span(item, f) for item, f in zip(prepared, fields, strict=True)]
+    if not ids:  # with hanzi_only, every candidate may have been left out
+        return [[] for _ in prepared]
     windows = [
         window
         for item, span, f in zip(prepared, spans, fields, strict=True)
@@ -86,9 +83,6 @@ def score(predictor, prepared, candidates, fields):
     rows = iter(predictor.log_probs(windows))
     per_text = []
     for item, (start, end) in zip(prepared, spans, strict=True):
-        if not ids:
-            per_text.append([])
-            continue
         # Rows come back in window order: text, then candidate, then masked character.
         lls = np.array([sum(float(next(rows)[0][t]) for t in word_ids) for word_ids in ids])
         probs = np.exp(lls - lls.max())

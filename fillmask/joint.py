@@ -93,13 +93,12 @@ def decode(predictor, prepared, top_k, beam, hanzi_only=False):
 
 def _expand(bias, search, log_p, fills, rows, width):
     """Fill the state's most confident open position with its ``width`` best tokens."""
+    # The model returns one row per mask still open, in text order; this blank's open ones:
     open_masks = [m for m in range(search.item.num_masks) if m not in fills]
-    row_of = {m: r for r, m in enumerate(open_masks)}
-    candidates = [m for m in search.masks if m not in fills]
-    scored = {m: rows[row_of[m]] + bias for m in candidates}
+    scored = {m: rows[r] + bias for r, m in enumerate(open_masks) if m in search.masks}
     # Most confident first: the position whose best token is likeliest is decided first, so
     # the harder positions are predicted with more of the word already in place.
-    position = max(candidates, key=lambda m: float(scored[m].max()))
+    position = max(scored, key=lambda m: float(scored[m].max()))
     row = scored[position]
     width = min(width, int(np.isfinite(row).sum()))
     top = np.argpartition(-row, width - 1)[:width]
@@ -135,17 +134,9 @@ def _words(predictor, search, states, top_k):
         if word in seen:
             continue
         seen.add(word)
-        fillers = [None] * search.item.num_masks
-        for m, piece in zip(search.masks, pieces, strict=True):
-            fillers[m] = piece
-        words.append(
-            Word(
-                word=word,
-                token_ids=ids,
-                score=float(np.exp(log_p)),
-                sequence=search.item.fill(fillers),
-            )
-        )
+        by_mask = dict(zip(search.masks, pieces, strict=True))
+        sequence = search.item.fill([by_mask.get(m) for m in range(search.item.num_masks)])
+        words.append(Word(word, ids, float(np.exp(log_p)), sequence))
         if len(words) == top_k:
             break
     return tuple(words)

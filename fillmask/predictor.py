@@ -51,7 +51,7 @@ def never_offered(word):
 
 def hanzi_ids(words):
     """Bool array: tokens written in CJK ideographs only (``hanzi_only`` keeps just these)."""
-    return np.array([bool(w) and all(is_hanzi(ch) for ch in w) for w in words], dtype=bool)
+    return np.array([is_hanzi(w) for w in words], dtype=bool)
 
 
 class Predictor(TextPreparer):
@@ -194,15 +194,10 @@ class Predictor(TextPreparer):
                 top = np.argpartition(scored, -top_k)[-top_k:]  # no negated copy of the row
                 order = top[np.argsort(-scored[top], kind="stable")]
                 order = order[np.isfinite(scored[order])]  # fewer ideographs than top_k
-            result.append(
-                [
-                    Candidate(
-                        word=self.words[i],
-                        token_id=int(i),
-                        score=float(np.exp(row[i])),
-                        sequence=item.fill_one(index, self.words[i]),
-                    )
-                    for i in order
-                ]
-            )
+            result.append([self._candidate(item, index, row, i) for i in order])
         return result
+
+    def _candidate(self, item, index, row, i):
+        """Token ``i`` as the candidate for mask ``index`` of ``item``, scored from its ``row``."""
+        word = self.words[i]
+        return Candidate(word, int(i), float(np.exp(row[i])), item.fill_one(index, word))

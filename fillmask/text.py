@@ -166,13 +166,13 @@ def replace_surrogates(segment):
     return SURROGATES.sub("\ufffd", segment)
 
 
-def is_hanzi(char):
-    """A CJK ideograph: the unified blocks and extensions, and the compatibility ideographs."""
-    point = ord(char)
-    return (
-        0x4E00 <= point <= 0x9FFF
-        or 0x3400 <= point <= 0x4DBF
-        or 0x20000 <= point <= 0x323AF
-        or 0xF900 <= point <= 0xFAFF
-        or 0x2F800 <= point <= 0x2FA1F
-    )
+# CJK ideographs: the unified block (U+4E00-9FFF), Extension A (U+3400-4DBF), Extensions B-H
+# (U+20000-323AF), and the compatibility ideographs (U+F900-FAFF, U+2F800-2FA1F).
+HANZI = re.compile(
+    "[\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U000323af\uf900-\ufaff\U0002f800-\U0002fa1f]+"
+)
+
+
+def is_hanzi(text):
+    """Whether ``text`` (a character or a word) is written in CJK ideographs only."""
+    return HANZI.fullmatch(text) is not None

@@ -18,6 +18,7 @@ requirements-dev.txt (torch, transformers, matplotlib).
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -49,6 +50,7 @@ TOKENS = (16, 64, 128)
 CLIENTS = (1, 4, 16)
 HTTP_TOKENS = 16
 PI_TOKENS = (16, 32, 64)
+PARTS = ("latency", "small", "flops", "pi", "startup", "http", "service", "memory")
 DOCS_BENCH = ROOT / "docs" / "bench"
 
 
@@ -87,7 +89,14 @@ def get_args(argv=None):
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to leave out: small, flops, pi, startup, http, service, memory",
+        help="comma-separated parts to leave out: small, flops, pi, startup, http, service, "
+        "memory (and latency, with --update)",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the parts run into OUT/results.json instead of starting afresh: the others "
+        "keep their figures, and meta.updated says which parts were run again, when",
     )
     parser.add_argument(
         "--in-process",
@@ -103,6 +112,29 @@ def get_args(argv=None):
         "the same repetitions (default eb3ff83: the code before issue 18); '' for none",
     )
     return parser.parse_args(argv)
+
+
+def int_key(key):
+    """A JSON object key as the results had it: token and client counts are ints."""
+    return int(key) if key.isdigit() else key
+
+
+def new_results(args, bench_models, command, reps, now):
+    """A fresh results document: what was run, where and how."""
+    return {
+        "meta": {
+            "weights": bench_models.label,
+            "random_weights": bench_models.random_weights,
+            "command": command,
+            "date": now,
+            "machine": machine.describe(),
+            "versions": machine.versions(),
+            "threads": args.threads,
+            "latency_reps": reps,
+            "quick": args.quick,
+            "load_average_before": machine.load_average(),
+        }
+    }
 
 
 def main(argv=None):
@@ -124,25 +156,27 @@ def main(argv=None):
         + (f" --threads {args.threads}" if args.threads != 2 else "")
         + (f" --in-process {args.in_process}" if args.in_process != "fill" else "")
     )
-    results = {
-        "meta": {
-            "weights": bench_models.label,
-            "random_weights": bench_models.random_weights,
-            "command": command,
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine.describe(),
-            "versions": machine.versions(),
-            "threads": args.threads,
-            "latency_reps": reps,
-            "quick": args.quick,
-            "load_average_before": machine.load_average(),
-        }
-    }
-    print(f"[1/6] single-request latency, {reps} interleaved repetitions ...", flush=True)
-    small = None
-    if "small" not in skip:
-        small = (shapes.SMALL, shapes.bench_models(shapes.SMALL, work))
-    results["latency"] = comparison.run(bench_models, small, args.threads, reps, TOKENS, args.quick)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.update:
+        text = (Path(args.out) / "results.json").read_text(encoding="utf-8")
+        # JSON made the token counts (16, 64, ...) strings; the report indexes them by number.
+        results = json.loads(text, object_hook=lambda d: {int_key(k): v for k, v in d.items()})
+        parts = [p for p in PARTS if p not in skip]
+        results["meta"].setdefault("updated", []).append(
+            {"parts": parts, "date": now, "command": command + " --update --skip " + args.skip}
+            | {"load_average_before": machine.load_average()}
+        )
+    else:
+        skip.discard("latency")  # the other parts compare against it
+        results = new_results(args, bench_models, command, reps, now)
+    if "latency" not in skip:
+        print(f"[1/6] single-request latency, {reps} interleaved repetitions ...", flush=True)
+        small = None
+        if "small" not in skip:
+            small = (shapes.SMALL, shapes.bench_models(shapes.SMALL, work))
+        results["latency"] = comparison.run(
+            bench_models, small, args.threads, reps, TOKENS, args.quick
+        )
     if "flops" not in skip:
         print("[2/6] FLOPs and GEMM peak ...", flush=True)
         results["flops"] = flops.run(
@@ -185,8 +219,9 @@ def main(argv=None):
     if "memory" not in skip:
         print("[+] shared weights: summed PSS of 1, 2, 4 workers, cold start ...", flush=True)
         results["workers_memory"] = workers_memory.run(bench_models.model_dir, work, args.quick)
-    results["meta"]["seconds"] = round(time.perf_counter() - started)
-    results["meta"]["load_average_after"] = machine.load_average()
+    record = results["meta"]["updated"][-1] if args.update else results["meta"]
+    record["seconds"] = round(time.perf_counter() - started)
+    record["load_average_after"] = machine.load_average()
     text = report.write_all(results, args.out)
     if "pi" in results and Path(args.out).resolve() == DOCS_BENCH:
         pi_report.write_doc(results)  # docs/raspberry-pi.md shows this run's table, no other
@@ -197,7 +232,7 @@ def main(argv=None):
         if Path(args.out).resolve() == DOCS_BENCH:
             weights_report.write_docs(results)  # docs/performance.md and raspberry-pi.md
     print(text)
-    print(f"wrote {args.out}/results.json, results.md, chart.png in {results['meta']['seconds']} s")
+    print(f"wrote {args.out}/results.json, results.md, chart.png in {record['seconds']} s")
     return 1 if any(t["passed"] is False for t in results["targets"]) else 0
 
 

@@ -149,13 +149,13 @@ def markdown(results):
 
 
 def _service_cost(results):
-    """' (measured here in the same run: …)' from the service-cost part, if it ran."""
+    """' (… measured by bench.py on this machine: …)' from the service-cost part, if it ran."""
     per = results.get("service_cost", {}).get("per_request", {}).get("fp32", {})
     cell = per.get(16) or per.get("16")
     if not cell:
         return ""
     return (
-        f" (the service's own cost, HTTP minus in process, measured here in the same run: "
+        f" (the service's own cost, HTTP minus in process, measured by bench.py on this machine: "
         f"{cell['service_cost_ms']:g} ms at 16 tokens, fp32)"
     )
 

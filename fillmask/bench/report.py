@@ -118,6 +118,13 @@ def markdown(results):
             "work, which is why variants are interleaved and compared pair by pair.",
             "",
         ]
+    for update in meta.get("updated", []):
+        lines += [
+            f"Run again on {update['date']} (`{update['command']}`, load average before "
+            f"{update.get('load_average_before', '?')}): {', '.join(update['parts'])}; the other "
+            "parts are from the run above.",
+            "",
+        ]
     lat = results["latency"]
     tokens = sorted(int(t) for t in next(iter(lat["summary"].values())))
     head = " | ".join(f"{t} tok p50 / p95" for t in tokens)

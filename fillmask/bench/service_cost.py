@@ -210,7 +210,7 @@ def markdown(cost):
             lines.append(
                 f"| {precision} | {tokens} | {row['http_p50_ms']} ms | "
                 f"{row['in_process_p50_ms']} ms | {row['service_cost_ms']} ms | "
-                f"{row.get('floor_p50_ms', '–')} ms |"
+                + (f"{row['floor_p50_ms']} ms |" if "floor_p50_ms" in row else "– |")
             )
             if "baseline_http_p50_ms" in row:
                 lines[-1] += (

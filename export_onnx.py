@@ -147,9 +147,7 @@ def build(args, out):
 
     preparer = TextPreparer(
         Tokenizer.from_file(str(out / "tokenizer.json")),
-        mask_token_id=special["mask"],
-        cls_token_id=special["cls"],
-        sep_token_id=special["sep"],
+        special,
         max_length=min(max_length, 128),
     )
     prepared = [preparer.prepare(s) for s in sentences]

@@ -185,31 +185,27 @@ def fit(predictor, item, top_k, lexicon, beam, field="text"):
         return []
     fills, which = np.unique(ids, axis=0, return_inverse=True)
     out = []
-    for log_p, _, alive in _decode(predictor, item, masks, fills, top_k, beam):
+    for log_p, _, alive in _decode(predictor, item, fills, top_k, beam):
         ks = np.flatnonzero(which.ravel() == alive[0])
+        score = float(np.exp(log_p))
         # One idiom per entry: an entry fitting at two offsets with this fill is one answer.
-        for entry, offset in dict(
-            zip(entries[ks].tolist(), offsets[ks].tolist(), strict=True)
-        ).items():
+        pairs = dict(zip(entries[ks].tolist(), offsets[ks].tolist(), strict=True))
+        for entry, offset in pairs.items():
             word, pinyin, explanation, derivation = lexicon.entry(entry)
             fill = word[offset : offset + len(masks)]
             sequence = item.fill(list(fill))  # the blank's masks are all the text's masks
-            out.append(
-                Idiom(word, fill, pinyin, explanation, derivation, sequence, float(np.exp(log_p)))
-            )
+            out.append(Idiom(word, fill, pinyin, explanation, derivation, sequence, score))
     return out[:top_k]
 
 
-def _decode(predictor, item, masks, fills, top_k, beam):
+def _decode(predictor, item, fills, top_k, beam):
     """Complete states (log p, {blank position: token}, [fill row]) best first; see the module
-    docstring. The text has one blank, so a window's rows are its open blank positions, in
-    order."""
-    n, keep = len(masks), max(beam, top_k)
+    docstring. The text has one blank, so its masks are the blank's positions (0..n-1) and a
+    window's rows are its open positions, in order."""
+    n, keep = fills.shape[1], max(beam, top_k)
     states = [(0.0, {}, np.arange(len(fills)))]
     for _ in range(n):
-        windows = [
-            item.with_tokens({masks[j]: t for j, t in done.items()}) for _, done, _ in states
-        ]
+        windows = [item.with_tokens(done) for _, done, _ in states]
         expanded = []
         for (log_p, done, alive), rows in zip(states, predictor.log_probs(windows), strict=True):
             open_ = [j for j in range(n) if j not in done]

@@ -108,14 +108,7 @@ class Predictor(TextPreparer):
         tokenizer.no_truncation()
         special = manifest["special_tokens"]
         self.pad_id = special.get("pad", 0)
-        super().__init__(
-            tokenizer,
-            mask_token_id=special["mask"],
-            cls_token_id=special["cls"],
-            sep_token_id=special["sep"],
-            max_length=max_length,
-            max_masks=max_masks,
-        )
+        super().__init__(tokenizer, special, max_length, max_masks)
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         self.words = [""] * max(len(vocab), manifest.get("vocab_size", 0))
         for word, index in vocab.items():

@@ -91,13 +91,12 @@ class TextPreparer:
     The exporter uses one alone (before any ONNX file exists); ``Predictor`` is one.
     """
 
-    def __init__(
-        self, tokenizer, *, mask_token_id, cls_token_id, sep_token_id, max_length=64, max_masks=16
-    ):
+    def __init__(self, tokenizer, special, max_length=64, max_masks=16):
+        """``special``: the manifest's ``special_tokens`` ids (``mask``, ``cls``, ``sep``)."""
         self.tokenizer = tokenizer
-        self.mask_id = mask_token_id
-        self.cls_id = cls_token_id
-        self.sep_id = sep_token_id
+        self.mask_id = special["mask"]
+        self.cls_id = special["cls"]
+        self.sep_id = special["sep"]
         self.max_length = max_length
         self.max_masks = max_masks
 

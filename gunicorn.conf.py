@@ -141,20 +141,19 @@ def on_exit(server):
 def check_timeouts(cfg, timeout, graceful_timeout):
     """REQUEST_TIMEOUT below Gunicorn's TIMEOUT; a hung run only after a request gave up; the
     drain within GRACEFUL_TIMEOUT, after which the master kills the workers still running."""
-    if cfg.drain_seconds and cfg.drain_seconds >= graceful_timeout:
+    drain, request, hung = cfg.drain_seconds, cfg.request_timeout, cfg.hung_run_seconds
+    if drain and drain >= graceful_timeout:
         raise ValueError(
-            f"DRAIN_SECONDS={cfg.drain_seconds:g} is out of range: below GRACEFUL_TIMEOUT="
-            f"{graceful_timeout} (workers still running then are killed; it must cover the "
-            "drain plus the longest request)"
+            f"DRAIN_SECONDS={drain:g} is out of range: below GRACEFUL_TIMEOUT={graceful_timeout} "
+            "(workers still running then are killed; it must cover the drain plus the longest "
+            "request)"
         )
-    if cfg.request_timeout >= timeout:
+    if request >= timeout:
+        raise ValueError(f"REQUEST_TIMEOUT={request:g} is out of range: below TIMEOUT={timeout}")
+    if 0 < hung <= request:
         raise ValueError(
-            f"REQUEST_TIMEOUT={cfg.request_timeout:g} is out of range: below TIMEOUT={timeout}"
-        )
-    if 0 < cfg.hung_run_seconds <= cfg.request_timeout:
-        raise ValueError(
-            f"HUNG_RUN_SECONDS={cfg.hung_run_seconds:g} is out of range: 0 (never) or above "
-            f"REQUEST_TIMEOUT={cfg.request_timeout:g}"
+            f"HUNG_RUN_SECONDS={hung:g} is out of range: 0 (never) or above "
+            f"REQUEST_TIMEOUT={request:g}"
         )
 
 

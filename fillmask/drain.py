@@ -7,11 +7,8 @@ finish; a load balancer or Kubernetes would then only see refused connections. W
 Gunicorn's handler. The master forwards its SIGTERM to every worker, so either works.
 """
 
-import logging
 import signal
 import threading
-
-logger = logging.getLogger(__name__)
 
 _DRAINING = threading.Event()
 

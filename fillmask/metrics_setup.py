@@ -6,12 +6,9 @@ when it is first imported, so the worker must see ``PROMETHEUS_MULTIPROC_DIR`` b
 """
 
 import glob
-import logging
 import os
 import shutil
 import tempfile
-
-logger = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -52,11 +49,10 @@ def prepare_dir(config):
 
 def mark_dead(pid):
     """Drop a dead worker's live gauges (its counters and histograms stay in the totals)."""
-    if not os.environ.get(ENV):
-        return
-    from prometheus_client import multiprocess
+    if os.environ.get(ENV):
+        from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)
 
 
 def remove_dir(config, path):

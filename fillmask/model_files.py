@@ -20,7 +20,6 @@ class ModelFiles:
     """Paths and metadata of one exported model at one precision."""
 
     directory: Path
-    precision: str
     manifest: dict
     onnx_path: Path  # the precision's graph
     tokenizer_path: Path
@@ -101,7 +100,7 @@ def _open_model_dir(directory, precision, verify, check_parity):
             )
         open(path, "rb").close()  # readable by this user: the worker loads it later
         _verify(path, manifest["files"].get(path.name), verify, hint)
-    return ModelFiles(directory, precision, manifest, onnx_path, tokenizer_path, name)
+    return ModelFiles(directory, manifest, onnx_path, tokenizer_path, name)
 
 
 def _check_manifest(manifest, path, hint):

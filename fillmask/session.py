@@ -15,6 +15,7 @@ keyed by the source file, onnxruntime's version and the CPU (``weights_key``): a
 copied from a PC to a Pi, or a stale copy, gets a new one, never a foreign one.
 """
 
+import contextlib
 import ctypes
 import fcntl
 import glob
@@ -57,10 +58,8 @@ def return_freed_memory():
     an munmap, which tripled the top-k's time (39 -> 125 µs per mask) for at most 7 MB saved
     (int8 without shared weights; 1 MB fp32; nothing with them). The weights' blocks are MBs.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, macOS): nothing to tune
 
 
 def create_session(path, threads=1, *, shared=False, cache_dir="", verify="size"):
@@ -129,12 +128,11 @@ def weights_key(source):
     info = Path("/proc/cpuinfo")
     text = info.read_text(errors="replace") if info.exists() else ""  # Linux only
     cpu = sorted({ln for ln in text.splitlines() if ln.split(":")[0].strip() in CPU_FIELDS})
-    try:
+    caps = []
+    with contextlib.suppress(OSError, AttributeError):  # no getauxval (not glibc): none
         libc = ctypes.CDLL(None)
         libc.getauxval.restype = ctypes.c_ulong
         caps = [libc.getauxval(AT_HWCAP), libc.getauxval(AT_HWCAP2)]
-    except (OSError, AttributeError):
-        caps = []
     parts = [stat.st_size, stat.st_mtime_ns, ort.__version__, LAYOUT, platform.machine(), cpu]
     return hashlib.sha256(repr(parts + caps).encode()).hexdigest()[:16]
 
@@ -205,8 +203,7 @@ def unwritable(cache, source, reason):
 
 def _first(exc):
     """The first line of an exception's text (onnxruntime's run to several)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _load(path, threads, name=None, hint="export the model again"):

@@ -5,7 +5,6 @@ bias, session options) is computed at load; per request there is tokenisation, o
 ``session.run`` and a top-k per mask.
 """
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +15,6 @@ from .errors import FillMaskError, ModelFilesError
 from .model_files import open_model_dir
 from .session import create_session
 from .text import TextPreparer, is_hanzi
-
-logger = logging.getLogger(__name__)
 
 # bert-base-chinese's ids 104 and 105: placeholders from pre-training, never real text.
 PLACEHOLDERS = {"<S>", "<T>"}

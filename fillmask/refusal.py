@@ -29,11 +29,6 @@ def parse(model, body, shapes, rename=None):
     ``shapes``: its ``Shapes``; ``rename``: what the protocol calls ``texts``
     ("inputs[0].data"), for messages.
     """
-    if not isinstance(body, dict):
-        raise FillMaskError(
-            'the JSON body must be an object, e.g. {"text": "今天天气真[MASK]啊"}',
-            code="invalid_body",
-        )
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -57,9 +52,7 @@ def refusal(exc, model, shapes, rename=None):
     value = error.get("input")
     # One text: "text", an item of "texts" / "inputs", or the string "inputs" of /fill-mask.
     one_text = name == "text" or (name in ("texts", "inputs") and path[-1] == "]")
-    one_text = one_text or (
-        name == "inputs" and model is shapes.FillMaskRequest and str(value) == value
-    )
+    one_text |= name == "inputs" and model is shapes.FillMaskRequest and isinstance(value, str)
     kind = "text" if one_text else "texts" if name == "inputs" else name
     accepted = shapes.text_accepted if one_text else info.description if info else None
     code = TYPE_CODES.get((kind, "null" if value is None else error["type"]))
@@ -120,7 +113,7 @@ def unknown_fields(body, model):
 
 
 def parse_json(raw, content_type):
-    """Decode a request body (bytes) that must be JSON (a 415 for another media type)."""
+    """Decode a request body (bytes) that must be a JSON object (a 415 for another media type)."""
     kind, _, subtype = (content_type or "").split(";")[0].strip().lower().partition("/")
     if kind != "application" or (subtype != "json" and not subtype.endswith("+json")):
         raise FillMaskError(
@@ -143,4 +136,6 @@ def parse_json(raw, content_type):
         # that echo the text could not carry them.
         if SURROGATES.search(dumped):
             body = json.loads(replace_surrogates(dumped))
+    if not isinstance(body, dict):
+        raise FillMaskError('the JSON body must be an object, e.g. {"text": "今天天气真[MASK]啊"}')
     return body

@@ -9,7 +9,7 @@ wrong and what is accepted (the field's description, which the document shows to
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag
 
 from .errors import FillMaskError
 from .refusal import parse, unknown_fields
@@ -57,7 +57,6 @@ class Shapes:
 
     def __init__(self, config):
         c = config
-        self.top_k = min(TOP_K, c.max_top_k)  # MAX_TOP_K below 5 lowers the default with it
         self.text_accepted = (
             f"must be a string containing [MASK], at most {c.max_text_chars} characters "
             "(MAX_TEXT_CHARS)"
@@ -90,7 +89,7 @@ class Shapes:
         class Options(Closed):
             """What every protocol may ask besides its texts."""
 
-            top_k: TopK = self.top_k
+            top_k: TopK = min(TOP_K, c.max_top_k)  # MAX_TOP_K below 5 lowers the default too
             targets: Targets = None
             hanzi_only: Flag = False
 
@@ -104,22 +103,6 @@ class Shapes:
             idioms: Flag = False
             blank: BlankSpelling = None
             model: ModelName = None
-
-            @model_validator(mode="before")
-            @classmethod
-            def one_of_text_or_texts(cls, body):
-                """Unknown fields first (a typo is named), then exactly one of text / texts."""
-                unknown_fields(body, cls)
-                if "text" in body and "texts" in body:
-                    raise FillMaskError(
-                        "give either text or texts, not both", code="conflicting_fields"
-                    )
-                if "text" not in body and "texts" not in body:
-                    raise FillMaskError(
-                        'missing field text: send {"text": "...[MASK]..."} or {"texts": [...]}',
-                        code="missing_text",
-                    )
-                return body
 
         one_or_many = Discriminator(lambda v: "many" if isinstance(v, list) else "one")
         Inputs = described(
@@ -142,23 +125,24 @@ class Shapes:
             options: described(HFOptions | None, "must be an object") = None
             model: ModelName = None
 
-            @model_validator(mode="before")
-            @classmethod
-            def named_fields(cls, body):
-                unknown_fields(body, cls)
-                if "inputs" not in body:
-                    raise FillMaskError(
-                        'missing field inputs: send {"inputs": "...[MASK]..."}',
-                        code="missing_text",
-                    )
-                return body
-
         self.Options = Options
         self.PredictRequest = PredictRequest
         self.FillMaskRequest = FillMaskRequest
 
     def predict(self, body):
-        """A ``POST /predict`` body → ``FillRequest``."""
+        """A ``POST /predict`` body (a dict) → ``FillRequest``.
+
+        Unknown fields first (a typo is named), then exactly one of text / texts, then the
+        fields' values.
+        """
+        unknown_fields(body, self.PredictRequest)
+        if "text" in body and "texts" in body:
+            raise FillMaskError("give either text or texts, not both", code="conflicting_fields")
+        if "text" not in body and "texts" not in body:
+            raise FillMaskError(
+                'missing field text: send {"text": "...[MASK]..."} or {"texts": [...]}',
+                code="missing_text",
+            )
         p = parse(self.PredictRequest, body, self)
         if p.targets and p.candidates:
             raise FillMaskError(
@@ -172,7 +156,13 @@ class Shapes:
         return self.request(p, texts, name, candidates=words, **more)
 
     def fill_mask(self, body):
-        """A ``POST /fill-mask`` body → ``FillRequest``."""
+        """A ``POST /fill-mask`` body (a dict) → ``FillRequest``: unknown fields first, then
+        ``inputs``, then the fields' values."""
+        unknown_fields(body, self.FillMaskRequest)
+        if "inputs" not in body:
+            raise FillMaskError(
+                'missing field inputs: send {"inputs": "...[MASK]..."}', code="missing_text"
+            )
         p = parse(self.FillMaskRequest, body, self)
         return self.request(p.parameters or self.Options(), p.inputs, "inputs", model=p.model)
 

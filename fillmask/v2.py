@@ -26,8 +26,6 @@ from .requests import Closed, described
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
-SERVER_VERSION = "1.0.0"
-EXTENSIONS = ["binary_tensor_data"]  # Triton's name for the binary tensor data extension
 VERSION = "1"  # the one version of each model this server has
 INPUT = {"name": "text", "datatype": "BYTES", "shape": [-1]}
 OUTPUTS = {
@@ -35,7 +33,6 @@ OUTPUTS = {
     "token_ids": {"name": "token_ids", "datatype": "INT64", "shape": [-1, -1, -1]},
     "scores": {"name": "scores", "datatype": "FP32", "shape": [-1, -1, -1]},
 }
-Parameters = dict[str, str | int | bool | float] | None
 
 # The protocol's objects are ``Closed`` (requests.py): unknown keys refused, values not coerced.
 
@@ -66,7 +63,7 @@ class InferRequest(Closed):
 
     id: str | None = None
     parameters: described(
-        Parameters,
+        dict[str, str | int | bool | float] | None,
         "must be an object of scalars: top_k (integer), targets (one string of tokens "
         'separated by spaces, e.g. "好 坏"), hanzi_only (boolean), binary_data_output (boolean)',
     ) = None
@@ -85,7 +82,8 @@ def protocol_error(exc):
 @bp.get("")
 @bp.get("/")
 def server_metadata():
-    return jsonify({"name": "fillmask", "version": SERVER_VERSION, "extensions": EXTENSIONS})
+    """The server's name and version, and its extensions (Triton's name for binary tensors)."""
+    return jsonify({"name": "fillmask", "version": "1.0.0", "extensions": ["binary_tensor_data"]})
 
 
 @bp.get("/health/live")

@@ -17,7 +17,7 @@ def access_mode(config):
     """``on`` (anyone), ``token`` (API_TOKEN as a bearer token) or ``off`` (404) for ``config``.
 
     ``auto`` follows API_TOKEN: the request counts reveal traffic, so a server whose API needs
-    a token wants its metrics behind it too. ``Config`` accepted only those four (any case).
+    a token wants its metrics behind it too. ``Config``'s pattern already refused any other value.
     """
     mode = config.metrics.strip().lower()
     if mode == "auto":

@@ -6,6 +6,7 @@ session (sessions are not fork-safe) before it accepts its first request.
 """
 
 import errno
+import json
 import os
 import socket
 import sys
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fillmask import drain, metrics_setup
 from fillmask.config import Config
 from fillmask.errors import ModelFilesError
-from fillmask.model_files import open_model_dir
+from fillmask.model_files import REFUSED_ENV, open_model_dir
 
 # -- Server socket -----------------------------------------------------------------------------
 bind = os.environ.get("BIND", "0.0.0.0:5000")
@@ -103,7 +104,7 @@ def on_starting(server):
         cfg = Config.from_env()
         check_timeouts(cfg, server.cfg.timeout, server.cfg.graceful_timeout)
         precision, verify = cfg.model_precision, "sha256" if cfg.model_verify != "none" else "none"
-        names = {}
+        names, refused = {}, {}
         for index, path in enumerate(cfg.model_dirs):
             try:
                 files = open_model_dir(path, precision, verify=verify)
@@ -111,6 +112,7 @@ def on_starting(server):
                 if index == 0:  # the default model: without it there is no service
                     raise
                 server.log.error("model at %s not served (its requests get 503): %s", path, exc)
+                refused[path] = str(exc)
                 continue
             if files.name in names:
                 raise ValueError(
@@ -119,6 +121,7 @@ def on_starting(server):
                 )
             names[files.name] = path
             server.log.info("model %s (%s) at %s checked (%s)", files.name, precision, path, verify)
+        os.environ[REFUSED_ENV] = json.dumps(refused)  # the workers answer those with 503
         # Before any fork: every worker must find PROMETHEUS_MULTIPROC_DIR set when it starts.
         metrics_dir = metrics_setup.prepare_dir(cfg)
     except (ModelFilesError, ValueError) as exc:

@@ -12,6 +12,10 @@ from .errors import ModelFilesError
 MANIFEST = "manifest.json"
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 SPECIAL_TOKENS = ("cls", "sep", "mask")
+# Set by the Gunicorn master for its workers: {directory: why} of the models its full (sha256)
+# check refused. Workers only compare sizes, so without it they would serve a same-size damaged
+# or replaced model the master has said is not served.
+REFUSED_ENV = "FILLMASK_REFUSED_MODELS"
 EXPORT_HINT = "create it with: python export_onnx.py --output {dir} [--int8]"
 
 

@@ -6,7 +6,9 @@ limits and whole-word decoding. A protocol parses its body into a ``FillRequest`
 ``answer`` (or ``fill``) and formats the ``FillResult``; nothing here knows HTTP.
 """
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 
 from . import choices, drain, idioms, joint, limits, metrics
@@ -14,6 +16,7 @@ from .batcher import MicroBatcher
 from .cache import LRUCache
 from .config import ConfigError, check_vocabulary
 from .errors import FillMaskError, ModelFilesError, ModelNotReady
+from .model_files import REFUSED_ENV
 from .requests import Shapes
 from .runner import UnbatchedRunner
 from .text import is_hanzi
@@ -67,8 +70,11 @@ class FillService:
         cfg = self.config
         watch = RunWatch(cfg.hung_run_seconds, on_hung or (lambda age: None))
         return_freed_memory()  # before the sessions are built: parsed copies go back to the OS
+        refused = json.loads(os.environ.get(REFUSED_ENV) or "{}")  # by the Gunicorn master
         for directory in cfg.model_dirs:
             try:
+                if directory in refused:
+                    raise ModelFilesError(refused[directory])
                 predictor = Predictor(
                     directory,
                     precision=cfg.model_precision,

@@ -224,3 +224,32 @@ def test_readiness_says_why_a_model_cannot_answer():
     assert refusal("other") == (404, "unknown_model", "unknown model 'other'; served: 'ok'")
     service.error = "a model run hung; this worker is being replaced"
     assert refusal("ok") == (503, "model_unavailable", service.error)
+
+
+@pytest.mark.live
+def test_a_model_the_master_refuses_is_not_served_by_the_workers(
+    tiny_model_dir, second_dir, tmp_path
+):
+    """The master's sha256 check refuses a same-size damaged second model ("not served"); the
+    workers, which compare sizes only, must answer its requests with 503, not serve it."""
+    import onnxruntime as ort
+    import requests
+    from live import GunicornServer
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(second_dir, damaged)
+    onnx = damaged / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a weight byte: same size, still a loadable model
+    onnx.write_bytes(bytes(data))
+    ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])  # it would be served
+    with GunicornServer(f"{tiny_model_dir},{damaged}", WORKERS="1") as server:
+        assert "not served" in server.output() and "sha256" in server.output()
+        health = requests.get(server.url + "/health", timeout=10).json()
+        assert health["status"] == "degraded"
+        assert [m["ready"] for m in health["models"]] == [True, False]
+        r = requests.post(server.url + "/predict", json={"text": TEXT, "model": "damaged"})
+        assert r.status_code == 503 and r.json()["code"] == "model_unavailable"
+        r = requests.post(server.url + "/predict", json={"text": TEXT, "model": SECOND})
+        assert r.status_code != 200  # not served under its own name either
+        assert requests.post(server.url + "/predict", json={"text": TEXT}).status_code == 200

@@ -33,6 +33,7 @@ OUTPUTS = {
     "token_ids": {"name": "token_ids", "datatype": "INT64", "shape": [-1, -1, -1]},
     "scores": {"name": "scores", "datatype": "FP32", "shape": [-1, -1, -1]},
 }
+METADATA = {"platform": "onnx_onnxv1", "inputs": [INPUT], "outputs": list(OUTPUTS.values())}
 
 # The protocol's objects are ``Closed`` (requests.py): unknown keys refused, values not coerced.
 
@@ -88,6 +89,7 @@ def server_metadata():
 
 @bp.get("/health/live")
 def live():
+    """200 while the process answers."""
     return jsonify({"live": True})
 
 
@@ -114,10 +116,7 @@ def model_ready(name, version=VERSION):
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name, version=VERSION):
     """The model's name, its version, platform and tensors."""
-    tensors = {"inputs": [INPUT], "outputs": list(OUTPUTS.values())}
-    return jsonify(
-        name=model(name, version).name, versions=[VERSION], platform="onnx_onnxv1", **tensors
-    )
+    return jsonify(name=model(name, version).name, versions=[VERSION], **METADATA)
 
 
 @bp.post("/models/<name>/infer")

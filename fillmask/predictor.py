@@ -88,17 +88,10 @@ class Predictor(TextPreparer):
             raise ModelFilesError(
                 f"MAX_LENGTH={max_length} is out of range: 3..{limit} for {self.name}"
             )
-        try:
-            self.session = create_session(
-                files.onnx_path, threads, shared=shared, cache_dir=cache_dir, verify=verify
-            )
-        except ModelFilesError:
-            raise  # the weights cache's own one-line refusals
-        except Exception as exc:  # onnxruntime raises its own types, none documented
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFilesError(
-                f"onnxruntime cannot load {files.onnx_path} ({first}); export the model again"
-            ) from None
+        # Refusals (onnxruntime cannot load it, no place for the shared copy) are one line.
+        self.session = create_session(
+            files.onnx_path, threads, shared=shared, cache_dir=cache_dir, verify=verify
+        )
         self.input_names = [i.name for i in self.session.get_inputs()]
         tokenizer = Tokenizer.from_file(str(files.tokenizer_path))
         tokenizer.no_padding()

@@ -84,11 +84,11 @@ def create_session(path, threads=1, *, shared=False, cache_dir="", verify="size"
     try:
         cache.mkdir(parents=True, exist_ok=True)
         lock = open(cache / f"{source.name}.lock", "a")
+        # Shared while loading: a rebuild (exclusive) never removes files being mapped.
+        fcntl.flock(lock, fcntl.LOCK_SH)  # (a file system without locks: refused here too)
     except OSError as exc:
         raise unwritable(cache, source, exc.strerror) from None
     with lock:
-        # Shared while loading: a rebuild (exclusive) never removes files being mapped.
-        fcntl.flock(lock, fcntl.LOCK_SH)
         seen = _intact(entry, verify)
         if seen:
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from . import deadline
+from . import deadline, limits
 from .errors import FillMaskError, ModelFilesError
 from .model_files import open_model_dir
 from .session import create_session
@@ -110,6 +110,8 @@ class Predictor(TextPreparer):
         self.exclusion_bias = np.where(self.excluded, -np.inf, 0.0).astype(np.float32)
         self.hanzi = hanzi_ids(self.words) & ~self.excluded
         self.hanzi_bias = np.where(self.hanzi, 0.0, -np.inf).astype(np.float32)
+        # The longest offerable token in JSON bytes: the answer size bound's T (fillmask/limits.py).
+        self.token_bytes = limits.token_bytes(self.words, self.excluded)
         self.infer = self.run if runner is None else runner(self)
 
     def bias(self, hanzi_only=False):

@@ -54,7 +54,6 @@ class FillService:
         self.models = {}  # model name -> Predictor, in MODEL_DIR's order (the first: default)
         self.failed = {}  # directory name -> why its model did not load (its requests: 503)
         self.error = None  # set when the whole worker may no longer answer (a hung run)
-        self._token_bytes = {}
         self._lexicon = None
 
     @property
@@ -169,7 +168,7 @@ class FillService:
         p, cfg = self.ready(request.model), self.config
         lexicon = self.lexicon() if request.idioms else None
         idiom = lexicon.longest if lexicon is not None else 0
-        limits.check_answer_size(request, cfg, self.token_bytes(p), idiom)
+        limits.check_answer_size(request, cfg, p.token_bytes, idiom)
         items = [
             p.prepare(t, n, request.blank)
             for t, n in zip(request.texts, request.names, strict=True)
@@ -180,32 +179,17 @@ class FillService:
         self.check_rows(p, items, request, words, lexicon)
         rows = p.log_probs(items)
         hanzi, names, k, beam = request.hanzi_only, request.names, request.top_k, cfg.joint_beam
-        blanks = joint.decode(p, items, k, beam, hanzi) if request.joint else None
-        ranked = choices.score(p, items, words, names) if request.candidates else None
-        found = None
+        masks = [p.candidates(it, r, k, targets, hanzi) for it, r in zip(items, rows, strict=True)]
+        none = [None] * len(items)  # what was not asked for
+        blanks = joint.decode(p, items, k, beam, hanzi) if request.joint else none
+        ranked = choices.score(p, items, words, names) if request.candidates else none
+        found = none
         if lexicon is not None:
             found = [
                 idioms.fit(p, it, k, lexicon, beam, n) for it, n in zip(items, names, strict=True)
             ]
-        return FillResult(
-            p.name,
-            p.precision,
-            [
-                TextAnswer(
-                    masks=p.candidates(item, r, k, targets, hanzi),
-                    blanks=None if blanks is None else blanks[i],
-                    choices=None if ranked is None else ranked[i],
-                    idioms=None if found is None else found[i],
-                )
-                for i, (item, r) in enumerate(zip(items, rows, strict=True))
-            ],
-        )
-
-    def token_bytes(self, p):
-        """The model's longest offerable token in JSON bytes (the answer size bound's T)."""
-        if p.name not in self._token_bytes:
-            self._token_bytes[p.name] = limits.token_bytes(p.words, p.excluded)
-        return self._token_bytes[p.name]
+        answers = map(TextAnswer, masks, blanks, ranked, found)
+        return FillResult(p.name, p.precision, list(answers))
 
     def check_rows(self, p, items, request, words, lexicon):
         """Refuse bad candidates, a text without its one blank, or too many model rows."""

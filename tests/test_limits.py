@@ -124,15 +124,13 @@ def test_worst_accepted_answer_stays_under_2_mb(app, client, shape, joint):
         assert all(len(res["blanks"]) == 16 for res in out["results"])
     # The bound is an upper bound of what was sent, yet not so loose it refuses half of it.
     req = FillRequest(texts=(text,) * count, batch=True, top_k=50, joint=joint)
-    bound = limits.answer_bytes(
-        req, 16, app.extensions["fillmask"].token_bytes(app.extensions["fillmask"].predictor)
-    )
+    bound = limits.answer_bytes(req, 16, app.extensions["fillmask"].predictor.token_bytes)
     assert len(r.get_data()) <= bound <= 3 * len(r.get_data())
 
 
 def test_answer_bound_holds_for_other_shapes(app, client):
     """Targets, candidates and /fill-mask: the real answer never exceeds the estimate."""
-    token = app.extensions["fillmask"].token_bytes(app.extensions["fillmask"].predictor)
+    token = app.extensions["fillmask"].predictor.token_bytes
     cases = [
         ({"text": "好" * 300 + "[MASK]的[MASK]", "targets": ["的", "是", "好"], "top_k": 50}, None),
         ({"text": "\x02" * 400 + "画蛇[MASK][MASK]", "candidates": ["添足", "添花"]}, None),
@@ -503,9 +501,7 @@ def test_idioms_count_in_the_answer_bound(app):
         r = client.post("/predict", json=body)
         assert r.status_code == 200 and r.get_json()["idioms"]
         req = service.shapes.predict(body)
-        bound = limits.answer_bytes(
-            req, 16, service.token_bytes(service.predictor), lexicon.longest
-        )
+        bound = limits.answer_bytes(req, 16, service.predictor.token_bytes, lexicon.longest)
         assert len(r.get_data()) <= bound
-        without = limits.answer_bytes(req, 16, service.token_bytes(service.predictor))
+        without = limits.answer_bytes(req, 16, service.predictor.token_bytes)
         assert bound > without  # the idioms are counted

@@ -46,8 +46,8 @@ def refusal(exc, model, shapes, rename=None):
         path = rename + path[len("texts") :]  # the protocol's own name ("inputs[0].data[1]")
     if error["type"] == "extra_forbidden":
         owner = path.rpartition(".")[0] or "the body"
-        # The fields of the object that holds the unknown key (top level: the shared options).
-        fields = nested_fields(info.annotation) if info else shapes.Options.model_fields
+        # The fields of the object that holds the unknown key (top level: the model's own).
+        fields = nested_fields(info.annotation) if info else model.model_fields
         return unknown_field(repr(name), fields, f" in {owner}")
     value = error.get("input")
     # One text: "text", an item of "texts" / "inputs", or the string "inputs" of /fill-mask.

@@ -182,6 +182,13 @@ def one_input(**changes):
         (f"/v2/models/{MODEL}/infer", {**one_input(), "outputs": [{"name": "x"}]}, 400, "outputs"),
         (f"/v2/models/{MODEL}/infer", {"inputs": []}, 400, "one tensor"),
         ("/v2/models/bert-large/infer", one_input(), 404, "bert-large"),
+        # An unknown key of the body is named with the body's own fields.
+        (
+            f"/v2/models/{MODEL}/infer",
+            {**one_input(), "topk": 3},
+            400,
+            "'topk' in the body; accepted: id, parameters, inputs, outputs",
+        ),
     ],
 )
 def test_errors(client, path, body, status, words):

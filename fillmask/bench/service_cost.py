@@ -123,6 +123,7 @@ def measure(
                             times[precision][t][side_name].append(elapsed)
         validation = _validation_us(next(iter(sides.values())), texts[tokens[0]])
         what = next(iter(sides.values())).what
+        hot = _back_to_back(clients[precisions[0]])
     finally:
         for server in [*servers.values(), *baselines.values()]:
             server.stop()
@@ -134,6 +135,7 @@ def measure(
         "in_process": what,
         "config": f"WORKERS=1, BATCHING=0, CACHE_SIZE=0, ORT_THREADS={threads}",
         "reps": reps,
+        "floor_back_to_back_ms": hot,
     }
     if against:
         out["against"] = against
@@ -149,6 +151,17 @@ def _worktree(revision):
         capture_output=True,
     )
     return path
+
+
+def _back_to_back(client, n=300):
+    """The floor with no pause: ``GET /v2/health/live`` repeated at once, p50 in ms (nothing
+    sleeps between requests, so no thread has to be woken from idle)."""
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        client.get("/v2/health/live")
+        samples.append((time.perf_counter() - start) * 1e3)
+    return round(float(np.median(samples)), 3)
 
 
 def _runs(client, session_url, side, baseline, body):
@@ -263,6 +276,12 @@ def markdown(cost):
         "with `requests`, which costs about 0.9 ms more per request by itself: the last column"
         + (f"; {against}: the code of that revision served beside this one." if against else "."),
     ]
+    if cost.get("floor_back_to_back_ms"):
+        lines[-1] += (
+            f" The same floor with no pause between requests: {cost['floor_back_to_back_ms']} ms "
+            "(median of 300): most of the floor is waking the worker's idle threads (and the "
+            "client), which a lone user's requests, seconds apart, always pay."
+        )
     if cost.get("validation_us"):
         v = cost["validation_us"]
         lines += [

@@ -16,9 +16,8 @@ _deadline = contextvars.ContextVar("fillmask_deadline", default=None)
 
 
 class DeadlineExceeded(FillMaskError):
-    """The request ran past its deadline: 504, so a client or proxy can retry elsewhere."""
-
-    status = 504
+    """The request ran past its deadline: 504 (its code's status), so a client or proxy can
+    retry elsewhere."""
 
     def __init__(self, seconds):
         super().__init__(

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class InProcess:
     """The in-process side: ``call(body)`` does what a worker does minus HTTP and formatting."""
 
-    def __init__(self, model_dir, precision, threads, use="fill"):
+    def __init__(self, model_dir, precision, threads, use="fill", share_weights=True):
         from fillmask.config import Config
 
         self.config = Config(
@@ -46,6 +46,7 @@ class InProcess:
             ort_threads=threads,
             batching=False,
             cache_size=0,
+            share_weights=share_weights,
         )
         try:
             if use != "fill":
@@ -91,11 +92,13 @@ def measure(
     try:
         for precision in precisions:
             env = dict(WORKERS="1", BATCHING="0", MODEL_PRECISION=precision)
-            env["ORT_THREADS"] = str(threads)
+            # With a baseline from before shared weights (issue 19), every side loads the model
+            # file as it is: the same sessions, so that the costs compare the service alone.
+            env.update(ORT_THREADS=str(threads), SHARE_WEIGHTS="0" if worktree else "1")
             servers[precision] = gunicorn_server(model_dir, **env).start()
             if worktree:
                 baselines[precision] = gunicorn_server(model_dir, root=worktree, **env).start()
-            sides[precision] = InProcess(model_dir, precision, threads, use)
+            sides[precision] = InProcess(model_dir, precision, threads, use, not worktree)
             sessions[precision] = requests.Session()
         texts = {t: load_texts(bench_text(t)) for t in tokens}
         names = ["http", "requests", "inproc", "floor"] + (["baseline"] if worktree else [])
@@ -133,7 +136,8 @@ def measure(
         "per_request": {p: {t: _summary(times[p][t]) for t in tokens} for p in precisions},
         "validation_us": validation,
         "in_process": what,
-        "config": f"WORKERS=1, BATCHING=0, CACHE_SIZE=0, ORT_THREADS={threads}",
+        "config": f"WORKERS=1, BATCHING=0, CACHE_SIZE=0, ORT_THREADS={threads}"
+        + (", SHARE_WEIGHTS=0 on every side" if worktree else ""),
         "reps": reps,
         "floor_back_to_back_ms": hot,
     }

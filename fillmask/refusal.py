@@ -23,19 +23,20 @@ TYPE_CODES = {
 }
 
 
-def parse(model, body, shapes, rename=None):
+def parse(model, body, shapes, rename=None, within=""):
     """``body`` (a dict) validated against ``model``, or the refusal naming the field.
 
     ``shapes``: its ``Shapes``; ``rename``: what the protocol calls ``texts``
-    ("inputs[0].data"), for messages.
+    ("inputs[0].data"), for messages; ``within``: where ``body`` sits in the protocol's own
+    body ("parameters."), so that a field is named as the client wrote it.
     """
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise refusal(exc, model, shapes, rename) from None
+        raise refusal(exc, model, shapes, rename, within) from None
 
 
-def refusal(exc, model, shapes, rename=None):
+def refusal(exc, model, shapes, rename=None, within=""):
     """The first validation error as one ``FillMaskError``: field, what was wrong, accepted.
 
     ``shapes``: its ``Shapes``, for the shared options' and one text's descriptions.
@@ -44,6 +45,7 @@ def refusal(exc, model, shapes, rename=None):
     info, path, name = field_at(model, error["loc"])
     if rename and path.startswith("texts"):
         path = rename + path[len("texts") :]  # the protocol's own name ("inputs[0].data[1]")
+    path = within + path
     if error["type"] == "extra_forbidden":
         owner = path.rpartition(".")[0] or "the body"
         # The fields of the object that holds the unknown key (top level: the model's own).

@@ -164,7 +164,7 @@ def parse_infer(fill, body, name, data=b""):
     if isinstance(params.get("targets"), str):
         # A blank string becomes [""], refused by the same check as any empty target.
         params["targets"] = params["targets"].split() or [""]
-    options = parse(shapes.Options, params, shapes)
+    options = parse(shapes.Options, params, shapes, within="parameters.")
     texts = parse(shapes.PredictRequest, {"texts": texts}, shapes, rename="inputs[0].data")
     req = shapes.request(options, texts.texts, "inputs[0].data", model=name)
     outputs = infer_request.outputs

@@ -171,7 +171,18 @@ def one_input(**changes):
             400,
             "at most",
         ),
-        (f"/v2/models/{MODEL}/infer", {**one_input(), "parameters": {"top_k": 0}}, 400, "top_k"),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {**one_input(), "parameters": {"top_k": 0}},
+            400,
+            "parameters.top_k must be an integer",
+        ),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {**one_input(), "parameters": {"topk": 3}},
+            400,
+            "'topk' in parameters; accepted: top_k, targets, hanzi_only",
+        ),
         (
             f"/v2/models/{MODEL}/infer",
             {**one_input(), "parameters": {"targets": ["好"]}},

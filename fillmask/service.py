@@ -175,7 +175,7 @@ class FillService:
         ]
         targets = p.target_ids(request.targets, request.hanzi_only) if request.targets else None
         words = request.candidates  # with hanzi_only, those written in ideographs only
-        words = tuple(w for w in words if all(map(is_hanzi, w))) if request.hanzi_only else words
+        words = tuple(filter(is_hanzi, words)) if request.hanzi_only else words
         self.check_rows(p, items, request, words, lexicon)
         rows = p.log_probs(items)
         hanzi, names, k, beam = request.hanzi_only, request.names, request.top_k, cfg.joint_beam

@@ -51,7 +51,7 @@ def return_freed_memory():
     Loading a model parses the whole ONNX file and copies every weight out of it; with glibc's
     default (a threshold that grows as big blocks are freed) the parsed copy stayed in the heap,
     measured +30 MB per fp32 worker and +90 MB per int8 one, for nothing. A process-wide policy,
-    so the worker sets it (``app.load_predictor``), not ``create_session``: in a process that
+    so the worker sets it (``FillService.load``), not ``create_session``: in a process that
     also runs PyTorch (bench.py) it made PyTorch's allocations page-fault, 6-17 % slower.
     1 MiB, not 64 KiB as before: every row of log-probabilities (84 KB for a
     21,128-token vocabulary) and every temporary of the top-k was then an mmap, page faults and

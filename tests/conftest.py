@@ -126,3 +126,21 @@ def tiny_tokenizer(tiny_source):
 def pytest_report_header(config):
     """Name the seed, so a failure seen on one seed can be reproduced."""
     return f"tiny test model: FILLMASK_TEST_SEED={SEED}"
+
+
+@pytest.fixture(scope="session")
+def v2_server(tiny_model_dir):
+    """One live Gunicorn (2 workers x 2 threads) on the tiny model for the v2 protocol's tests
+    (tests/test_v2.py, tests/test_v2_binary.py): nothing there changes the server."""
+    from live import GunicornServer
+
+    with GunicornServer(tiny_model_dir, WORKERS=2, THREADS=2) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def triton(v2_server):
+    """tritonclient's HTTP client on ``v2_server``, with its defaults."""
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(url=v2_server.url.removeprefix("http://"))

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import requests
 from conftest import make_config
-from live import GunicornServer
 from v2_protocol import check, conforms
 
 MODEL = "tiny-random-bert"
@@ -49,19 +48,6 @@ def reference(model, tokenizer, text, top_k, target_words=None):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
-    with GunicornServer(tiny_model_dir, WORKERS=2, THREADS=2) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def triton(server):
-    import tritonclient.http as httpclient
-
-    return httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
-
-
 def infer(triton, texts, parameters=None, outputs=("candidates", "token_ids", "scores")):
     import tritonclient.http as httpclient
 
@@ -72,7 +58,7 @@ def infer(triton, texts, parameters=None, outputs=("candidates", "token_ids", "s
 
 
 @pytest.mark.live
-def test_health_and_metadata_through_tritonclient(server, triton):
+def test_health_and_metadata_through_tritonclient(v2_server, triton):
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready(MODEL)
     assert triton.get_server_metadata()["name"] == "fillmask"
@@ -83,14 +69,14 @@ def test_health_and_metadata_through_tritonclient(server, triton):
         ("token_ids", "INT64"),
         ("scores", "FP32"),
     ]
-    conforms(requests.get(server.url + "/v2", timeout=10).json(), "metadata_server_response")
-    r = requests.get(server.url + f"/v2/models/{MODEL}", timeout=10)
+    conforms(requests.get(v2_server.url + "/v2", timeout=10).json(), "metadata_server_response")
+    r = requests.get(v2_server.url + f"/v2/models/{MODEL}", timeout=10)
     conforms(r.json(), "metadata_model_response")
-    assert requests.get(server.url + "/v2/health/live", timeout=10).json() == {"live": True}
+    assert requests.get(v2_server.url + "/v2/health/live", timeout=10).json() == {"live": True}
 
 
 @pytest.mark.live
-def test_infer_equals_pytorch(server, triton, tiny_torch, tiny_tokenizer):
+def test_infer_equals_pytorch(v2_server, triton, tiny_torch, tiny_tokenizer):
     texts = ["今天天气真[MASK]啊", "[MASK]前明月光，疑是地上［MASK］。"]
     result = infer(triton, texts, {"top_k": 3})
     response = conforms(result.get_response(), "inference_response")
@@ -114,7 +100,7 @@ def test_infer_equals_pytorch(server, triton, tiny_torch, tiny_tokenizer):
 
 
 @pytest.mark.live
-def test_targets_parameter(server, triton, tiny_torch, tiny_tokenizer):
+def test_targets_parameter(v2_server, triton, tiny_torch, tiny_tokenizer):
     text = "今天天气真[MASK]啊"
     result = infer(triton, [text], {"top_k": 5, "targets": "好 花"}, outputs=["token_ids"])
     assert [o["name"] for o in result.get_response()["outputs"]] == ["token_ids"]
@@ -123,13 +109,13 @@ def test_targets_parameter(server, triton, tiny_torch, tiny_tokenizer):
 
 
 @pytest.mark.live
-def test_same_answer_as_predict(server):
+def test_same_answer_as_predict(v2_server):
     texts = ["春眠不觉[MASK]，处处闻啼鸟。", "[MASK][MASK]是一个成语。"]
     v2 = requests.post(
-        server.url + f"/v2/models/{MODEL}/infer", json=request_body(texts, top_k=4), timeout=30
+        v2_server.url + f"/v2/models/{MODEL}/infer", json=request_body(texts, top_k=4), timeout=30
     ).json()
     predict = requests.post(
-        server.url + "/predict", json={"texts": texts, "top_k": 4}, timeout=30
+        v2_server.url + "/predict", json={"texts": texts, "top_k": 4}, timeout=30
     ).json()
     candidates = [json.loads(item) for item in v2["outputs"][0]["data"]]
     for got, result in zip(candidates, predict["results"], strict=True):
@@ -137,7 +123,7 @@ def test_same_answer_as_predict(server):
 
 
 @pytest.mark.live
-def test_binary_tensors_are_served_by_default(server, triton):
+def test_binary_tensors_are_served_by_default(v2_server, triton):
     """tritonclient's defaults send binary tensor data (refused before issue 22); the same
     words come back as with JSON tensors. The full binary tests: tests/test_v2_binary.py."""
     import tritonclient.http as httpclient

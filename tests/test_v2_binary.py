@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import requests
 from conftest import make_config
-from live import GunicornServer
 from reference import assert_top_k, mask_log_probs, offerable
 from v2_protocol import HEADER, check
 
@@ -43,24 +42,11 @@ def binary_request(texts, tail=None, size=None, shape=None, **more):
     return framed_body({"inputs": [tensor], **more}, tail)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
-    with GunicornServer(tiny_model_dir, WORKERS=2, THREADS=2) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def triton(server):
-    import tritonclient.http as httpclient
-
-    return httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
-
-
 @pytest.mark.live
 @pytest.mark.parametrize("version", ["", "1"])
 @pytest.mark.parametrize("outputs", [None, ("candidates", "token_ids", "scores")])
 def test_tritonclient_defaults_give_predicts_and_pytorchs_words(
-    server, triton, tiny_torch, tiny_tokenizer, version, outputs
+    v2_server, triton, tiny_torch, tiny_tokenizer, version, outputs
 ):
     """Binary BYTES in, binary INT64 / FP32 / BYTES out, exactly as tritonclient does by default
     (outputs=None: ``binary_data_output`` request-wide; named outputs: ``binary_data`` each)."""
@@ -84,7 +70,7 @@ def test_tritonclient_defaults_give_predicts_and_pytorchs_words(
     candidates = [json.loads(c.decode("utf-8")) for c in result.as_numpy("candidates")]
 
     predict = requests.post(
-        server.url + "/predict", json={"texts": TEXTS, "top_k": 4}, timeout=30
+        v2_server.url + "/predict", json={"texts": TEXTS, "top_k": 4}, timeout=30
     ).json()
     allowed = offerable(tiny_tokenizer)
     for t, text in enumerate(TEXTS):
@@ -100,19 +86,19 @@ def test_tritonclient_defaults_give_predicts_and_pytorchs_words(
 
 
 @pytest.mark.live
-def test_the_wire_format_of_a_binary_response(server):
+def test_the_wire_format_of_a_binary_response(v2_server):
     """What tritonclient parses, checked by hand: octet-stream, the header length, the sizes;
     the decoded data equal to the JSON answer to the same request."""
     path = f"/v2/models/{MODEL}/versions/1/infer"
     body, headers = binary_request(TEXTS[:2], parameters={"binary_data_output": True, "top_k": 3})
-    r = requests.post(server.url + path, data=body, headers=headers, timeout=30)
+    r = requests.post(v2_server.url + path, data=body, headers=headers, timeout=30)
     assert r.status_code == 200
     got, binary = check(path, "POST", 200, r.headers, r.content)
     assert binary == {"candidates", "token_ids", "scores"}
     assert int(r.headers[HEADER]) < len(r.content) == int(r.headers["Content-Length"])
     tensor = {"name": "text", "datatype": "BYTES", "shape": [2], "data": TEXTS[:2]}
     plain = requests.post(
-        server.url + path, json={"inputs": [tensor], "parameters": {"top_k": 3}}, timeout=30
+        v2_server.url + path, json={"inputs": [tensor], "parameters": {"top_k": 3}}, timeout=30
     )
     want, none = check(path, "POST", 200, plain.headers, plain.content)
     assert none == set() and HEADER not in plain.headers
@@ -320,12 +306,12 @@ def test_the_limits_hold_before_decoding(client, app):
 
 
 @pytest.mark.live
-def test_a_chunked_binary_body_over_max_body_bytes_is_413(server):
+def test_a_chunked_binary_body_over_max_body_bytes_is_413(v2_server):
     """No Content-Length: the whole chunked body counts, in the protocol's error shape."""
     import http.client
 
     body, headers = binary_request([], tail=bytes_elements(b"x" * (1 << 20)))
-    host, port = server.url.removeprefix("http://").split(":")
+    host, port = v2_server.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         conn.putrequest("POST", INFER)
